@@ -1,0 +1,531 @@
+//go:build ignore
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * tcpmemtrace: count every TCP socket-memory event exactly (per-CPU
+ * counters) and sample each one to a ringbuf with its socket and owner.
+ *
+ * One handler per kernel event; thin wrappers per hook type. Userspace
+ * probes the kernel, keeps the programs it will attach and drops the rest.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "tcpmemtrace.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Keeps struct event in the object's BTF for bpf2go's Go type. */
+const struct event *unused_event __attribute__((unused));
+
+/* Kernel drop-reason value -> counter slot; 0 = not a memory drop. Filled
+ * from the running kernel's BTF by name, since the numbers move. */
+const volatile __u8 drop_slot[MAX_DROP_REASONS] = {};
+/* SK_RST_REASON_TCP_ABORT_ON_MEMORY on this kernel (6.12+). */
+const volatile __u32 rst_abort_on_memory = 0xffffffff;
+/* SOCK_MIN_SNDBUF, derived from sizeof(struct sk_buff) in userspace. */
+const volatile __u32 sock_min_sndbuf = 4608;
+/* Only count events of this network namespace (inode); 0 = all. */
+const volatile __u32 filter_netns = 0;
+
+/* Last value of tcp_memory_pressure seen: the jiffies at which the current
+ * episode began, or 0. Updated by CAS so one CPU reports each transition. */
+volatile __u64 pressure_cur = PRESSURE_UNKNOWN;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct counters);
+} totals SEC(".maps");
+
+/* Sized by userspace before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+/* Socket address -> owner; entries go at tcp_destroy_sock. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct owner);
+} owners SEC(".maps");
+
+static __always_inline struct counters *totals_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&totals, &zero);
+}
+
+/* Atomic even per CPU: different programs share a counter (lost_samples),
+ * and a process-context program can be interrupted by a softirq one. */
+static __always_inline void add(__u64 *p, __u64 v)
+{
+	__sync_fetch_and_add(p, v);
+}
+
+static __always_inline __u32 sk_netns(const struct sock *sk)
+{
+	return sk->__sk_common.skc_net.net->ns.inum;
+}
+
+/* Request and timewait sockets are only a sock_common. */
+static __always_inline bool sk_fullsock(const struct sock *sk)
+{
+	__u8 state = sk->__sk_common.skc_state;
+
+	return state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV;
+}
+
+static __always_inline bool sk_is_tcp(const struct sock *sk)
+{
+	__u16 family = sk->__sk_common.skc_family;
+
+	return sk->sk_protocol == IPPROTO_TCP && (family == AF_INET || family == AF_INET6);
+}
+
+/* The kernel clamps the per-CPU-batched counter at 0 (proto_memory_allocated). */
+static __always_inline __s64 prot_allocated(const struct proto *prot)
+{
+	__s64 a = prot->memory_allocated->counter;
+
+	return a < 0 ? 0 : a;
+}
+
+static __always_inline __s64 prot_limit(const struct proto *prot, int i)
+{
+	return prot->sysctl_mem[i];
+}
+
+static __always_inline __u64 pressure_now(void)
+{
+	__u64 v = pressure_cur;
+
+	return v == PRESSURE_UNKNOWN ? 0 : v;
+}
+
+static __always_inline struct event *reserve(struct counters *c, __u8 kind)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		add(&c->lost_samples, 1);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_boot_ns = bpf_ktime_get_boot_ns();
+	e->cur_tgid = bpf_get_current_pid_tgid() >> 32;
+	e->kind = kind;
+	return e;
+}
+
+static __always_inline void fill_mem(struct event *e, const struct proto *prot)
+{
+	e->allocated = prot_allocated(prot);
+	e->mem_limit[0] = prot_limit(prot, 0);
+	e->mem_limit[1] = prot_limit(prot, 1);
+	e->mem_limit[2] = prot_limit(prot, 2);
+	e->pressure_id = pressure_now();
+}
+
+/*
+ * Socket identity, queues and owner; sk must be a full TCP socket. The
+ * cookie helper takes only trusted pointers (hook arguments); a socket
+ * reached through skb->sk gives its cookie only if one was made already.
+ */
+static __always_inline void fill_sock(struct event *e, const struct sock *sk, __u32 netns,
+				      bool trusted)
+{
+	__u64 key = (__u64)sk;
+	struct owner *o;
+
+	if (trusted)
+		e->cookie = bpf_get_socket_cookie((void *)sk);
+	else
+		e->cookie = sk->__sk_common.skc_cookie.counter;
+	e->netns = netns;
+	e->family = sk->__sk_common.skc_family;
+	e->state = sk->__sk_common.skc_state;
+	e->protocol = IPPROTO_TCP;
+	e->sport = sk->__sk_common.skc_num;
+	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (e->family == AF_INET) {
+		*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
+		*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
+	} else {
+		for (int i = 0; i < 4; i++) {
+			((__u32 *)e->saddr)[i] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[i];
+			((__u32 *)e->daddr)[i] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[i];
+		}
+	}
+	e->rmem_alloc = sk->sk_backlog.rmem_alloc.counter;
+	e->rcvbuf = sk->sk_rcvbuf;
+	e->wmem_queued = sk->sk_wmem_queued;
+	e->sndbuf = sk->sk_sndbuf;
+	e->memcg = sk->sk_memcg != NULL;
+
+	o = bpf_map_lookup_elem(&owners, &key);
+	if (o) {
+		e->tgid = o->tgid;
+		e->cgroup_id = o->cgroup_id;
+		__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
+	}
+}
+
+static __always_inline void emit_pressure(const struct proto *prot, __u8 kind, __u64 id)
+{
+	struct counters *c = totals_get();
+	struct event *e;
+
+	if (!c)
+		return;
+	add(kind == EV_PRESSURE_ENTER ? &c->pressure_enters : &c->pressure_leaves, 1);
+	e = reserve(c, kind);
+	if (!e)
+		return;
+	fill_mem(e, prot);
+	e->pressure_id = id;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/*
+ * The protocol's memory_pressure word is 0 or the jiffies at which the
+ * episode began, so a change of value is an episode boundary. Global, not
+ * per netns: reported whatever the filter. The first sample only learns
+ * the state, so an episode older than the tracer is not counted.
+ */
+static __always_inline void sample_pressure(const struct sock *sk)
+{
+	const struct proto *prot = sk->__sk_common.skc_prot;
+	__u64 v = *prot->memory_pressure;
+	__u64 old = pressure_cur;
+
+	if (v == old)
+		return;
+	if (__sync_val_compare_and_swap(&pressure_cur, old, v) != old)
+		return;
+	if (old == PRESSURE_UNKNOWN)
+		return;
+	if (v)
+		emit_pressure(prot, EV_PRESSURE_ENTER, v);
+	else
+		emit_pressure(prot, EV_PRESSURE_LEAVE, old);
+}
+
+static __always_inline void stamp_owner(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct owner *o, n = {};
+
+	if (!tgid)
+		return;
+	o = bpf_map_lookup_elem(&owners, &key);
+	if (o && o->tgid == tgid)
+		return;
+	n.tgid = tgid;
+	n.cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(n.comm, sizeof(n.comm));
+	bpf_map_update_elem(&owners, &key, &n, BPF_ANY);
+}
+
+/*
+ * tcp_check_oom() was true: the kernel kills the socket. Which half of the
+ * check fired is re-evaluated as tcp_out_of_memory() does; the orphan half
+ * cannot be read from BPF, so "not out of memory" means "too many orphans".
+ */
+static __always_inline void handle_abort(const struct sock *sk, __u32 reason)
+{
+	const struct proto *prot;
+	struct counters *c;
+	struct event *e;
+	__u32 netns;
+	bool oom;
+
+	if (!sk_is_tcp(sk))
+		return;
+	sample_pressure(sk);
+	netns = sk_netns(sk);
+	if (filter_netns && netns != filter_netns)
+		return;
+	c = totals_get();
+	if (!c)
+		return;
+	prot = sk->__sk_common.skc_prot;
+	oom = sk->sk_wmem_queued > (int)sock_min_sndbuf &&
+	      prot_allocated(prot) > prot_limit(prot, 2);
+	add(oom ? &c->mem_aborts : &c->orphan_aborts, 1);
+
+	e = reserve(c, EV_ABORT);
+	if (!e)
+		return;
+	fill_sock(e, sk, netns, true);
+	fill_mem(e, prot);
+	e->detail = oom ? CAUSE_MEMORY : CAUSE_ORPHANS;
+	e->reason = reason;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Without a socket, tell TCP from the IP header the skb still carries. */
+static __always_inline bool skb_is_tcp(const struct sk_buff *skb)
+{
+	unsigned char *nh = skb->head + skb->network_header;
+	__u8 proto = 0;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		bpf_probe_read_kernel(&proto, 1, nh + offsetof(struct iphdr, protocol));
+	else if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		bpf_probe_read_kernel(&proto, 1, nh + offsetof(struct ipv6hdr, nexthdr));
+	return proto == IPPROTO_TCP;
+}
+
+static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, __u8 slot,
+				      const struct sock *sk, bool trusted)
+{
+	struct counters *c;
+	struct event *e;
+	__u32 netns, len;
+	bool tcp;
+
+	if (sk && !sk_fullsock(sk))
+		sk = NULL;
+	if (sk) {
+		tcp = sk_is_tcp(sk);
+		netns = sk_netns(sk);
+	} else {
+		tcp = skb_is_tcp(skb);
+		netns = skb->dev ? skb->dev->nd_net.net->ns.inum : 0;
+	}
+	if (filter_netns && netns != filter_netns)
+		return 0;
+	c = totals_get();
+	if (!c)
+		return 0;
+	len = skb->len;
+	if (tcp) {
+		add(&c->tcp_drops[slot], 1);
+		add(&c->tcp_drop_bytes[slot], len);
+	} else {
+		add(&c->other_drops[slot], 1);
+		add(&c->other_drop_bytes[slot], len);
+	}
+	if (sk && tcp)
+		sample_pressure(sk);
+
+	e = reserve(c, EV_DROP);
+	if (!e)
+		return 0;
+	e->detail = slot;
+	e->reason = reason;
+	e->len = len;
+	e->truesize = skb->truesize;
+	if (sk && tcp) {
+		fill_sock(e, sk, netns, trusted);
+		fill_mem(e, sk->__sk_common.skc_prot);
+	} else {
+		e->netns = netns;
+		e->protocol = sk ? sk->sk_protocol : (tcp ? IPPROTO_TCP : 0);
+		e->family = sk ? sk->__sk_common.skc_family : 0;
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* Runs on every freed skb of the host: leave before any map lookup unless
+ * the reason is one we count. rx_sk is a trusted hook argument or NULL. */
+static __always_inline int handle_drop(const struct sk_buff *skb, __u32 reason,
+				       const struct sock *rx_sk)
+{
+	__u8 slot;
+
+	/* Keep the bounds check and the index in one register for the verifier. */
+	barrier_var(reason);
+	if (reason >= MAX_DROP_REASONS)
+		return 0;
+	/* Userspace never stores a slot >= DROP_SLOTS; the mask proves it. */
+	slot = drop_slot[reason] & (DROP_SLOTS - 1);
+	if (!slot)
+		return 0;
+	if (rx_sk)
+		return count_drop(skb, reason, slot, rx_sk, true);
+	return count_drop(skb, reason, slot, skb->sk, false);
+}
+
+/* ---- memory aborts ---------------------------------------------------- */
+
+SEC("fexit/tcp_check_oom")
+int BPF_PROG(fexit_tcp_check_oom, struct sock *sk, int shift, bool ret)
+{
+	if (ret)
+		handle_abort(sk, 0);
+	return 0;
+}
+
+/* Fallback (6.12+): both abort paths send this reset reason. */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tp_tcp_send_reset, const struct sock *sk, const struct sk_buff *skb, int reason)
+{
+	if (sk && (__u32)reason == rst_abort_on_memory)
+		handle_abort(sk, reason);
+	return 0;
+}
+
+/* ---- pressure episodes -------------------------------------------------- */
+
+SEC("fexit/tcp_enter_memory_pressure")
+int BPF_PROG(fexit_tcp_enter_memory_pressure, struct sock *sk)
+{
+	sample_pressure(sk);
+	return 0;
+}
+
+SEC("fexit/tcp_leave_memory_pressure")
+int BPF_PROG(fexit_tcp_leave_memory_pressure, struct sock *sk)
+{
+	sample_pressure(sk);
+	return 0;
+}
+
+/* ---- drops --------------------------------------------------------------- */
+
+/* 6.11+: the receiving socket is an argument (rx_sk). */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
+	     struct sock *rx_sk)
+{
+	return handle_drop(skb, reason, rx_sk);
+}
+
+/* 5.17-6.10: no rx_sk; skb->sk or the IP header tell the socket/protocol. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(tp_kfree_skb_norxsk, struct sk_buff *skb, void *location,
+	     enum skb_drop_reason reason)
+{
+	return handle_drop(skb, reason, NULL);
+}
+
+/* ---- allocation refusals ------------------------------------------------ */
+
+SEC("tp_btf/sock_exceed_buf_limit")
+int BPF_PROG(tp_sock_exceed_buf_limit, struct sock *sk, struct proto *prot, long allocated,
+	     int kind)
+{
+	struct counters *c;
+	struct event *e;
+	__u32 netns;
+
+	if (!sk_is_tcp(sk))
+		return 0;
+	sample_pressure(sk);
+	netns = sk_netns(sk);
+	if (filter_netns && netns != filter_netns)
+		return 0;
+	c = totals_get();
+	if (!c)
+		return 0;
+	add(kind ? &c->exceed_recv : &c->exceed_send, 1);
+
+	e = reserve(c, EV_EXCEED);
+	if (!e)
+		return 0;
+	fill_sock(e, sk, netns, true);
+	fill_mem(e, prot);
+	e->allocated = allocated;
+	e->detail = kind ? 1 : 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* ---- owners and pressure samples from process context -------------------- */
+
+static __always_inline int on_sock_io(const struct sock *sk)
+{
+	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	sample_pressure(sk);
+	stamp_owner(sk);
+	return 0;
+}
+
+/* 6.3+. Hot (every sendmsg/recvmsg), so both paths end early when nothing
+ * changed. Also the pressure sampler's trigger: userspace sends on an
+ * unconnected TCP socket to make a sample happen. */
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
+{
+	return on_sock_io(sk);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
+{
+	return on_sock_io(sk);
+}
+
+/* connect() and listen() run in the owner's context; the passive side's
+ * SYN_RECV -> ESTABLISHED does not (accept exit covers it). */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tp_inet_sock_set_state, const struct sock *sk, int oldstate, int newstate)
+{
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	if (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)
+		stamp_owner(sk);
+	return 0;
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tp_tcp_destroy_sock, struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+
+	bpf_map_delete_elem(&owners, &key);
+	return 0;
+}
+
+/* A reader that never reads is seen only here: fd -> file -> socket. */
+static __always_inline int stamp_fd(long fd)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct file **fds, *f = NULL;
+	struct fdtable *fdt;
+	struct socket *sock;
+	struct sock *sk;
+
+	if (fd < 0)
+		return 0;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return 0;
+	sock = BPF_CORE_READ(f, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	stamp_owner(sk);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int tp_sys_exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return stamp_fd(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int tp_sys_exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return stamp_fd(ctx->ret);
+}

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Types shared by the BPF programs and, through bpf2go, the Go tracer.
+ * Defined once here; Go gets its mirror from the object's BTF.
+ */
+#ifndef TCPMEMTRACE_H
+#define TCPMEMTRACE_H
+
+#define TASK_COMM_LEN 16
+
+/* Kernel drop-reason values below this are mapped to slots; subsystem
+ * reasons (high bits set) never are memory drops. */
+#define MAX_DROP_REASONS 256
+/* Slot 0 means "not tracked"; userspace assigns 1..DROP_SLOTS-1 by name. */
+#define DROP_SLOTS 8
+
+/* pressure_cur before the first sample: the state is not known yet. */
+#define PRESSURE_UNKNOWN (~0ULL)
+
+enum event_kind {
+	EV_ABORT = 1,
+	EV_DROP = 2,
+	EV_EXCEED = 3,
+	EV_PRESSURE_ENTER = 4,
+	EV_PRESSURE_LEAVE = 5,
+};
+
+enum abort_cause {
+	CAUSE_MEMORY = 1,  /* tcp_out_of_memory(): allocated > tcp_mem[2] */
+	CAUSE_ORPHANS = 2, /* otherwise tcp_too_many_orphans() was true */
+};
+
+/* Exact in-kernel totals, one copy per CPU. */
+struct counters {
+	__u64 mem_aborts;
+	__u64 orphan_aborts;
+	__u64 pressure_enters;
+	__u64 pressure_leaves;
+	__u64 exceed_send;
+	__u64 exceed_recv;
+	__u64 lost_samples;
+	__u64 tcp_drops[DROP_SLOTS];
+	__u64 tcp_drop_bytes[DROP_SLOTS];
+	__u64 other_drops[DROP_SLOTS];
+	__u64 other_drop_bytes[DROP_SLOTS];
+};
+
+/* Who owns a socket, stamped from process context. */
+struct owner {
+	__u64 cgroup_id;
+	__u32 tgid;
+	char comm[TASK_COMM_LEN];
+};
+
+/* One sampled record in the ringbuf. */
+struct event {
+	__u64 ts_boot_ns;
+	__u64 cookie;       /* socket cookie, 0 without a socket */
+	__u64 pressure_id;  /* memory_pressure value: jiffies at episode start */
+	__s64 allocated;    /* protocol pages in use (exceed: the value decided on) */
+	__s64 mem_limit[3]; /* tcp_mem in pages */
+	__u64 cgroup_id;    /* owner's cgroup v2 id */
+	__u32 tgid;         /* owner; 0 when unknown */
+	__u32 cur_tgid;     /* task that ran the hook */
+	__u32 netns;        /* network namespace inode */
+	__u32 len;          /* skb->len of a dropped skb */
+	__u32 truesize;
+	__u32 reason; /* kernel drop or reset reason value */
+	__s32 rmem_alloc;
+	__s32 rcvbuf;
+	__s32 wmem_queued;
+	__s32 sndbuf;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* host byte order */
+	__u16 dport;
+	__u16 family;
+	__u8 kind;   /* enum event_kind */
+	__u8 detail; /* abort cause, drop slot, exceed kind (0 send, 1 recv) */
+	__u8 state;  /* TCP state at the event */
+	__u8 protocol;
+	__u8 memcg; /* socket charged to a memory cgroup */
+	__u8 pad;
+	char comm[TASK_COMM_LEN]; /* owner's */
+};
+
+#endif

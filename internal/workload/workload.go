@@ -1,0 +1,417 @@
+// Package workload reproduces TCP memory failures for the privileged tests:
+// a coordinator in a network namespace of its own runs a reader that never
+// reads and a writer that fills its sockets, as two processes named
+// tmt-reader and tmt-writer, and reports that namespace's MIB counters.
+//
+// A test binary opts in by calling RunRoleIfChild first in TestMain.
+package workload
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
+)
+
+// Scenario kinds.
+const (
+	// OOM fills the sockets under a lowered tcp_mem, then closes the writer
+	// with data queued: "TCP: out of memory -- consider tuning tcp_mem".
+	OOM = "oom"
+	// Orphans fills the sockets to a zero window, closes one, waits for the
+	// orphan count to refresh, closes the rest: with tcp_max_orphans at 0,
+	// "TCP: too many orphaned sockets" for each.
+	Orphans = "orphans"
+)
+
+// Scenario is one reproduction.
+type Scenario struct {
+	Kind     string
+	Conns    int
+	WriteFor time.Duration // OOM: how long the writer keeps writing
+}
+
+const (
+	roleEnv = "TCPMEMTRACE_WORKLOAD_ROLE"
+	argsEnv = "TCPMEMTRACE_WORKLOAD_ARGS"
+)
+
+// Result is what the coordinator measured inside its namespace.
+type Result struct {
+	Before    procfs.Counters `json:"before"`
+	After     procfs.Counters `json:"after"`
+	ReaderPID int             `json:"reader_pid"`
+	WriterPID int             `json:"writer_pid"`
+}
+
+// Delta is a TcpExt counter's change over the run.
+func (r Result) Delta(name string) uint64 {
+	return r.After.Get("TcpExt", name) - r.Before.Get("TcpExt", name)
+}
+
+// RunRoleIfChild runs the role this process was started for, if any, and exits.
+func RunRoleIfChild() {
+	role := os.Getenv(roleEnv)
+	if role == "" {
+		return
+	}
+	var s Scenario
+	if err := json.Unmarshal([]byte(os.Getenv(argsEnv)), &s); err != nil {
+		fail(err)
+	}
+	var err error
+	switch role {
+	case "coord":
+		err = coordinate(s)
+	case "reader":
+		err = read(s)
+	case "writer":
+		err = write(s)
+	default:
+		err = fmt.Errorf("unknown role %q", role)
+	}
+	if err != nil {
+		fail(fmt.Errorf("%s: %w", role, err))
+	}
+	os.Exit(0)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "workload:", err)
+	os.Exit(1)
+}
+
+// Env is a coordinator waiting in its own network namespace.
+type Env struct {
+	NetNS uint32 // inode of the namespace
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	out   *bufio.Reader
+}
+
+// Start creates the namespace and its coordinator; traffic starts with Run.
+func Start(s Scenario) (*Env, error) {
+	cmd, err := child("coord", "", s)
+	if err != nil {
+		return nil, err
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	e := &Env{cmd: cmd}
+	if e.in, err = cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	e.out = bufio.NewReader(stdout)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the coordinator in a new network namespace: %w", err)
+	}
+	if err := expect(e.out, "ready"); err != nil {
+		e.Close()
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid), &st); err != nil {
+		e.Close()
+		return nil, err
+	}
+	e.NetNS = uint32(st.Ino)
+	return e, nil
+}
+
+// Run starts the traffic and waits for the result.
+func (e *Env) Run() (Result, error) {
+	var r Result
+	if _, err := io.WriteString(e.in, "go\n"); err != nil {
+		return r, err
+	}
+	line, err := e.out.ReadString('\n')
+	if err != nil {
+		return r, fmt.Errorf("coordinator: %w", err)
+	}
+	if err := json.Unmarshal([]byte(line), &r); err != nil {
+		return r, fmt.Errorf("coordinator result %q: %w", line, err)
+	}
+	return r, e.cmd.Wait()
+}
+
+// Close kills whatever is left.
+func (e *Env) Close() {
+	if e.cmd.ProcessState == nil {
+		e.cmd.Process.Kill()
+		e.cmd.Wait()
+	}
+}
+
+// child prepares this binary to run a role, exec'd through a symlink named
+// name so that every thread of the process has that comm.
+func child(role, name string, s Scenario) (*exec.Cmd, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	if name != "" {
+		dir, err := os.MkdirTemp("", "tmt-bin")
+		if err != nil {
+			return nil, err
+		}
+		link := filepath.Join(dir, name)
+		if err := os.Symlink(exe, link); err != nil {
+			return nil, err
+		}
+		exe = link
+	}
+	args, _ := json.Marshal(s)
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), roleEnv+"="+role, argsEnv+"="+string(args))
+	return cmd, nil
+}
+
+func expect(r *bufio.Reader, want string) error {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("waiting for %q: %w", want, err)
+	}
+	if got := strings.TrimSpace(line); !strings.HasPrefix(got, want) {
+		return fmt.Errorf("want %q, got %q", want, got)
+	}
+	return nil
+}
+
+// peer is a reader or writer child driven line by line.
+type peer struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func startPeer(role string, s Scenario, extraEnv ...string) (*peer, error) {
+	cmd, err := child(role, "tmt-"+role, s)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Env = append(cmd.Env, extraEnv...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p := &peer{cmd: cmd}
+	if p.in, err = cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	p.out = bufio.NewReader(out)
+	cmd.Stderr = os.Stderr
+	err = cmd.Start()
+	os.RemoveAll(filepath.Dir(cmd.Path)) // the symlink has been exec'd
+	return p, err
+}
+
+func (p *peer) say(s string) error { _, err := io.WriteString(p.in, s+"\n"); return err }
+
+func (p *peer) finish() error {
+	p.in.Close()
+	return p.cmd.Wait()
+}
+
+// coordinate runs in the new namespace.
+func coordinate(s Scenario) error {
+	if err := loopbackUp(); err != nil {
+		return err
+	}
+	in := bufio.NewReader(os.Stdin)
+	fmt.Println("ready")
+	if err := expect(in, "go"); err != nil {
+		return err
+	}
+	before, err := procfs.MIB("self")
+	if err != nil {
+		return err
+	}
+
+	reader, err := startPeer("reader", s)
+	if err != nil {
+		return err
+	}
+	defer reader.cmd.Process.Kill()
+	line, err := reader.out.ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("reader: %w", err)
+	}
+	port := strings.TrimSpace(strings.TrimPrefix(line, "port "))
+	writer, err := startPeer("writer", s, "TMT_PORT="+port)
+	if err != nil {
+		return err
+	}
+	defer writer.cmd.Process.Kill()
+	for _, step := range []struct {
+		p    *peer
+		want string
+	}{{reader, "accepted"}, {writer, "filled"}} {
+		if err := expect(step.p.out, step.want); err != nil {
+			return err
+		}
+	}
+	if err := writer.say("close"); err != nil {
+		return err
+	}
+	if err := expect(writer.out, "closed"); err != nil {
+		return err
+	}
+	// Aborts on the close path are done; the orphan scenario's first socket
+	// is aborted by its probe timer: wait until the namespace has them all.
+	wait := time.Now().Add(10 * time.Second)
+	var after procfs.Counters
+	for s.Kind == Orphans {
+		if after, err = procfs.MIB("self"); err != nil {
+			return err
+		}
+		got := after.Get("TcpExt", "TCPAbortOnMemory") - before.Get("TcpExt", "TCPAbortOnMemory")
+		if got >= uint64(s.Conns) || time.Now().After(wait) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // let late drops land in both the kernel and the tracer
+	if after, err = procfs.MIB("self"); err != nil {
+		return err
+	}
+	res := Result{Before: before, After: after, ReaderPID: reader.cmd.Process.Pid, WriterPID: writer.cmd.Process.Pid}
+	if err := writer.finish(); err != nil {
+		return fmt.Errorf("writer: %w", err)
+	}
+	if err := reader.finish(); err != nil {
+		return fmt.Errorf("reader: %w", err)
+	}
+	b, _ := json.Marshal(res)
+	fmt.Println(string(b))
+	return nil
+}
+
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// read accepts every connection and never reads from it.
+func read(s Scenario) error {
+	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	if err := unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return err
+	}
+	if err := unix.Listen(ln, s.Conns+16); err != nil {
+		return err
+	}
+	sa, err := unix.Getsockname(ln)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("port %d\n", sa.(*unix.SockaddrInet4).Port)
+	fds := make([]int, 0, s.Conns)
+	for len(fds) < s.Conns {
+		fd, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
+		if err != nil {
+			return err
+		}
+		fds = append(fds, fd)
+	}
+	fmt.Println("accepted")
+	io.Copy(io.Discard, os.Stdin) // hold the sockets until told to go
+	return nil
+}
+
+// write connects, fills the connections, and closes them on request.
+func write(s Scenario) error {
+	port, err := strconv.Atoi(os.Getenv("TMT_PORT"))
+	if err != nil {
+		return err
+	}
+	fds := make([]int, 0, s.Conns)
+	for range s.Conns {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}); err != nil {
+			return err
+		}
+		if err := unix.SetNonblock(fd, true); err != nil {
+			return err
+		}
+		fds = append(fds, fd)
+	}
+	chunk := make([]byte, 64<<10)
+	switch s.Kind {
+	case OOM:
+		for end := time.Now().Add(s.WriteFor); time.Now().Before(end); {
+			for _, fd := range fds {
+				if _, err := unix.Write(fd, chunk); err != nil && !errors.Is(err, unix.EAGAIN) {
+					return err
+				}
+			}
+		}
+	case Orphans:
+		// Until the peer's window is shut and the send queue is full.
+		for _, fd := range fds {
+			for again := 0; again < 3; {
+				if _, err := unix.Write(fd, chunk); err != nil {
+					if !errors.Is(err, unix.EAGAIN) {
+						return err
+					}
+					again++
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+		}
+	default:
+		return fmt.Errorf("unknown scenario %q", s.Kind)
+	}
+	fmt.Println("filled")
+	in := bufio.NewReader(os.Stdin)
+	if err := expect(in, "close"); err != nil {
+		return err
+	}
+	if s.Kind == Orphans {
+		// The orphan count the check reads is refreshed every 100ms: one
+		// orphan first, then every later close finds too many.
+		unix.Close(fds[0])
+		time.Sleep(300 * time.Millisecond)
+		fds = fds[1:]
+	}
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	fmt.Println("closed")
+	io.Copy(io.Discard, in)
+	return nil
+}

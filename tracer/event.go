@@ -1,0 +1,202 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+	"unsafe"
+)
+
+// Limits of the BPF side (bpf/tcpmemtrace.h); a test checks them against the object.
+const (
+	maxDropReasons = 256
+	dropSlots      = 8
+)
+
+// Kind is the kind of a sampled event.
+type Kind uint8
+
+// Event kinds (enum event_kind).
+const (
+	KindAbort         Kind = 1
+	KindDrop          Kind = 2
+	KindExceed        Kind = 3
+	KindPressureEnter Kind = 4
+	KindPressureLeave Kind = 5
+)
+
+var kindNames = map[Kind]string{
+	KindAbort:         "abort",
+	KindDrop:          "drop",
+	KindExceed:        "exceed",
+	KindPressureEnter: "pressure_enter",
+	KindPressureLeave: "pressure_leave",
+}
+
+func (k Kind) String() string {
+	if s, ok := kindNames[k]; ok {
+		return s
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Abort causes (enum abort_cause) as they appear in output.
+const (
+	CauseMemory  = "memory"  // "TCP: out of memory -- consider tuning tcp_mem"
+	CauseOrphans = "orphans" // "TCP: too many orphaned sockets"
+)
+
+// Socket is the socket an event happened on.
+type Socket struct {
+	Cookie     uint64
+	NetNS      uint32
+	Family     uint16 // AF_INET, AF_INET6; 0 when the kernel gave no socket
+	Protocol   uint8
+	State      State
+	Src, Dst   netip.AddrPort
+	RmemAlloc  int32 // bytes
+	Rcvbuf     int32
+	WmemQueued int32
+	Sndbuf     int32
+	Memcg      bool // charged to a memory cgroup
+}
+
+// Owner is the process that owns a socket (not whoever ran the hook).
+type Owner struct {
+	PID      uint32 // 0: not known
+	Comm     string
+	CgroupID uint64
+}
+
+// Mem is the protocol's memory state at the event, in pages.
+type Mem struct {
+	Allocated int64
+	Limits    [3]int64 // tcp_mem: low, pressure, high
+}
+
+// Event is one sampled record. Counts never depend on events: they are kept
+// exactly in the kernel (see Totals); events can be lost when the ring is full.
+type Event struct {
+	Time   time.Time
+	Kind   Kind
+	Cause  string // abort: CauseMemory or CauseOrphans
+	Reason string // drop reason name; abort: reset reason name (tracepoint variant)
+	Send   bool   // exceed: the send side (else receive)
+	Socket Socket
+	Owner  Owner
+	// CurrentPID ran the hook: on receive paths the sender, ksoftirqd or idle.
+	CurrentPID uint32
+	Bytes      uint32 // drop: skb->len
+	Truesize   uint32
+	Mem        Mem
+	PressureID uint64 // jiffies at the start of the pressure episode in force, 0 if none
+}
+
+// decoder turns ringbuf records into Events without reflection.
+type decoder struct {
+	slots     [dropSlots]string // drop slot -> reason name
+	rstValue  uint32
+	bootToNow int64 // wall clock ns - CLOCK_BOOTTIME ns
+	comms     map[[16]int8]string
+}
+
+var eventSize = int(unsafe.Sizeof(bpfEvent{}))
+
+func newDecoder(bootToWall int64, rstValue uint32) *decoder {
+	d := &decoder{rstValue: rstValue, bootToNow: bootToWall, comms: map[[16]int8]string{}}
+	for i, name := range MemoryDropReasons {
+		d.slots[i+1] = name
+	}
+	return d
+}
+
+func (d *decoder) decode(raw []byte, ev *Event) error {
+	if len(raw) < eventSize {
+		return fmt.Errorf("short event: %d bytes, want %d", len(raw), eventSize)
+	}
+	r := (*bpfEvent)(unsafe.Pointer(&raw[0]))
+	*ev = Event{
+		Time:       time.Unix(0, d.bootToNow+int64(r.TsBootNs)),
+		Kind:       Kind(r.Kind),
+		CurrentPID: r.CurTgid,
+		Bytes:      r.Len,
+		Truesize:   r.Truesize,
+		Mem:        Mem{Allocated: r.Allocated, Limits: r.MemLimit},
+		PressureID: r.PressureId,
+		Owner:      Owner{PID: r.Tgid, CgroupID: r.CgroupId, Comm: d.comm(r.Comm)},
+	}
+	switch ev.Kind {
+	case KindAbort:
+		ev.Cause = CauseOrphans
+		if r.Detail == 1 {
+			ev.Cause = CauseMemory
+		}
+		if r.Reason == d.rstValue && r.Reason != 0 {
+			ev.Reason = AbortResetReason
+		}
+	case KindDrop:
+		ev.Reason = d.slots[r.Detail&(dropSlots-1)]
+	case KindExceed:
+		ev.Send = r.Detail == 0
+	}
+	s := &ev.Socket
+	s.Cookie, s.NetNS, s.Family, s.Protocol = r.Cookie, r.Netns, r.Family, r.Protocol
+	s.State = State(r.State)
+	s.RmemAlloc, s.Rcvbuf, s.WmemQueued, s.Sndbuf = r.RmemAlloc, r.Rcvbuf, r.WmemQueued, r.Sndbuf
+	s.Memcg = r.Memcg != 0
+	switch r.Family {
+	case afInet:
+		s.Src = netip.AddrPortFrom(netip.AddrFrom4([4]byte(r.Saddr[:4])), r.Sport)
+		s.Dst = netip.AddrPortFrom(netip.AddrFrom4([4]byte(r.Daddr[:4])), r.Dport)
+	case afInet6:
+		s.Src = netip.AddrPortFrom(netip.AddrFrom16(r.Saddr), r.Sport)
+		s.Dst = netip.AddrPortFrom(netip.AddrFrom16(r.Daddr), r.Dport)
+	}
+	return nil
+}
+
+// comm interns command names: a storm repeats a few, so no allocation per event.
+func (d *decoder) comm(c [16]int8) string {
+	if c[0] == 0 {
+		return ""
+	}
+	if s, ok := d.comms[c]; ok {
+		return s
+	}
+	b := make([]byte, 0, len(c))
+	for _, ch := range c {
+		if ch == 0 {
+			break
+		}
+		b = append(b, byte(ch))
+	}
+	s := string(b)
+	if len(d.comms) < 4096 {
+		d.comms[c] = s
+	}
+	return s
+}
+
+const (
+	afInet  = 2
+	afInet6 = 10
+)
+
+// State is a TCP state (include/net/tcp_states.h).
+type State uint8
+
+var stateNames = [...]string{
+	1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+	6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
+	11: "CLOSING", 12: "NEW_SYN_RECV", 13: "BOUND_INACTIVE",
+}
+
+func (s State) String() string {
+	if int(s) < len(stateNames) && stateNames[s] != "" {
+		return stateNames[s]
+	}
+	if s == 0 {
+		return ""
+	}
+	return fmt.Sprintf("STATE%d", uint8(s))
+}

@@ -1,0 +1,128 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf/btf"
+)
+
+// ErrNoBTF means the kernel exposes no BTF; CO-RE programs cannot load.
+var ErrNoBTF = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux: " +
+	"tcpmemtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.5 or newer)")
+
+// MemoryDropReasons are the kfree_skb reasons counted as memory drops, by
+// kernel name without the SKB_DROP_REASON_ prefix. A reason's slot in the BPF
+// counters is its index + 1, so this order is part of the recording format.
+var MemoryDropReasons = []string{
+	"PROTO_MEM",           // tcp_data_queue{,_ofo}: TCPRcvQDrop + TCPOFODrop
+	"SOCKET_BACKLOG",      // tcp_add_backlog: TCPBacklogDrop
+	"TCP_OFO_QUEUE_PRUNE", // tcp_prune_ofo_queue: one per pruned skb
+	"SOCKET_RCVBUFF",      // sock_queue_rcv_skb/UDP: receive buffer full
+}
+
+// AbortResetReason is the tcp_send_reset reason of a memory abort (6.12+).
+const AbortResetReason = "TCP_ABORT_ON_MEMORY"
+
+// kernelFacts is what the running kernel's BTF says about the hooks and
+// enums the tracer depends on. Values are looked up by name: they differ
+// between kernel versions (PROTO_MEM is 16 on 6.1, 19 on 6.12, 20 on 6.18).
+type kernelFacts struct {
+	spec        *btf.Spec
+	dropReasons map[string]uint32
+	rstReasons  map[string]uint32
+	skbSize     uint32
+}
+
+func loadKernelFacts() (*kernelFacts, error) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, btf.ErrNotSupported) {
+			return nil, ErrNoBTF
+		}
+		return nil, fmt.Errorf("loading kernel BTF: %w", err)
+	}
+	return factsFromSpec(spec)
+}
+
+func factsFromSpec(spec *btf.Spec) (*kernelFacts, error) {
+	k := &kernelFacts{spec: spec}
+	var err error
+	if k.dropReasons, err = enumValues(spec, "skb_drop_reason", "SKB_DROP_REASON_"); err != nil {
+		k.dropReasons = map[string]uint32{} // before 5.17: no reasons at all
+	}
+	if k.rstReasons, err = enumValues(spec, "sk_rst_reason", "SK_RST_REASON_"); err != nil {
+		k.rstReasons = map[string]uint32{} // before 6.10
+	}
+	var skb *btf.Struct
+	if err := spec.TypeByName("sk_buff", &skb); err != nil {
+		return nil, fmt.Errorf("kernel BTF has no struct sk_buff: %w", err)
+	}
+	k.skbSize = skb.Size
+	return k, nil
+}
+
+// enumValues returns an enum's values by name, prefix removed.
+func enumValues(spec *btf.Spec, name, prefix string) (map[string]uint32, error) {
+	var e *btf.Enum
+	if err := spec.TypeByName(name, &e); err != nil {
+		return nil, err
+	}
+	return enumMap(e, prefix), nil
+}
+
+func enumMap(e *btf.Enum, prefix string) map[string]uint32 {
+	m := make(map[string]uint32, len(e.Values))
+	for _, v := range e.Values {
+		m[strings.TrimPrefix(v.Name, prefix)] = uint32(v.Value)
+	}
+	return m
+}
+
+// tracepointArgs is the number of arguments a tracepoint passes to tp_btf
+// programs, from its btf_trace_<name> typedef; ok is false if it is absent.
+func (k *kernelFacts) tracepointArgs(name string) (n int, ok bool) {
+	var td *btf.Typedef
+	if err := k.spec.TypeByName("btf_trace_"+name, &td); err != nil {
+		return 0, false
+	}
+	ptr, isPtr := td.Type.(*btf.Pointer)
+	if !isPtr {
+		return 0, false
+	}
+	proto, isProto := ptr.Target.(*btf.FuncProto)
+	if !isProto || len(proto.Params) == 0 {
+		return 0, false
+	}
+	return len(proto.Params) - 1, true // the first is the tracepoint's data pointer
+}
+
+func (k *kernelFacts) hasFunc(name string) bool {
+	var fn *btf.Func
+	return k.spec.TypeByName(name, &fn) == nil
+}
+
+// sockMinSndbuf is the kernel's SOCK_MIN_SNDBUF: 2 * (2048 +
+// SKB_DATA_ALIGN(sizeof(struct sk_buff))), the wmem_queued floor of
+// tcp_out_of_memory(). Cache lines are 64 bytes on the architectures built.
+func (k *kernelFacts) sockMinSndbuf() uint32 {
+	const cacheLine = 64
+	aligned := (k.skbSize + cacheLine - 1) &^ (cacheLine - 1)
+	return 2 * (2048 + aligned)
+}
+
+// dropSlots maps each tracked reason present on this kernel to its slot.
+func (k *kernelFacts) dropSlots() (table [maxDropReasons]uint8, found map[string]uint32) {
+	found = map[string]uint32{}
+	for i, name := range MemoryDropReasons {
+		v, ok := k.dropReasons[name]
+		if !ok || v >= maxDropReasons {
+			continue
+		}
+		table[v] = uint8(i + 1)
+		found[name] = v
+	}
+	return table, found
+}

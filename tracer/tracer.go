@@ -1,0 +1,467 @@
+// Package tracer counts TCP socket-memory events in the kernel and streams
+// them: memory aborts (out of memory / too many orphans), pressure episodes,
+// memory drops and allocation refusals, each with its socket and owner.
+//
+// Counts are exact and kept in kernel maps; per-event records travel through
+// a BPF ringbuf and are counted as lost when it is full.
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
+)
+
+// Config chooses what to trace and how.
+type Config struct {
+	// NetNS restricts counts and events to one network namespace (its
+	// inode number); 0 traces all. Pressure is global and always counted.
+	NetNS uint32
+	Hooks HookPolicy
+	// RingBufSize in bytes: a power of two, at least one page. Default 4 MiB.
+	RingBufSize int
+	// SampleInterval paces the /proc/net/protocols reader and the pressure
+	// sampler. Default 100ms.
+	SampleInterval time.Duration
+	// SnapshotInterval paces the Snapshot records in the stream. Default 1s.
+	SnapshotInterval time.Duration
+}
+
+func (c *Config) setDefaults() error {
+	if c.RingBufSize == 0 {
+		c.RingBufSize = 4 << 20
+	}
+	if c.SampleInterval == 0 {
+		c.SampleInterval = 100 * time.Millisecond
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = time.Second
+	}
+	var errs []error
+	if n := c.RingBufSize; n < os.Getpagesize() || n&(n-1) != 0 {
+		errs = append(errs, fmt.Errorf("ring buffer size %d: must be a power of two of at least %d", n, os.Getpagesize()))
+	}
+	if c.SampleInterval < 0 || c.SnapshotInterval < 0 {
+		errs = append(errs, errors.New("intervals must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Info describes a trace: the machine, the settings in force, the hooks.
+type Info struct {
+	Hostname   string    `json:"hostname"`
+	Kernel     string    `json:"kernel"`
+	BootID     string    `json:"boot_id"`
+	PageSize   int       `json:"page_size"`
+	Start      time.Time `json:"start"`
+	TCPMem     [3]int64  `json:"tcp_mem"`  // pages
+	TCPRmem    [3]int64  `json:"tcp_rmem"` // bytes
+	TCPWmem    [3]int64  `json:"tcp_wmem"` // bytes
+	MaxOrphans int64     `json:"tcp_max_orphans"`
+	NetNS      uint32    `json:"netns,omitempty"`
+	Hooks      []Hook    `json:"hooks"`
+	// DropReasons are the tracked drop reasons' values on the traced kernel.
+	DropReasons map[string]uint32 `json:"drop_reasons"`
+}
+
+// Global is the protocol-wide state, sampled from /proc.
+type Global struct {
+	MemPages int64    `json:"mem_pages"` // TCP memory in use (pages)
+	Pressure bool     `json:"pressure"`
+	TCPMem   [3]int64 `json:"tcp_mem"`
+}
+
+// Snapshot is a reading of the exact counts and of the global state.
+type Snapshot struct {
+	Time   time.Time
+	Totals Totals
+	Global Global
+	Final  bool // the last one, taken after the hooks were detached
+}
+
+// Record is one item of the stream: Event or Snapshot. Both point into
+// memory the source reuses; they are valid until the callback returns.
+type Record struct {
+	Event    *Event
+	Snapshot *Snapshot
+}
+
+// Source is a stream of records: the live kernel, or a recording.
+type Source interface {
+	Info() Info
+	// Run calls fn for each record until ctx ends or the source is
+	// exhausted; the last record is a final Snapshot.
+	Run(ctx context.Context, fn func(Record) error) error
+}
+
+// Tracer is the live Source.
+type Tracer struct {
+	cfg      Config
+	info     Info
+	coll     *ebpf.Collection
+	links    []link.Link
+	progs    []*ebpf.Program
+	rd       *ringbuf.Reader
+	dec      *decoder
+	probeFD  int
+	global   atomic.Pointer[Global]
+	stopSamp chan struct{}
+	sampDone chan struct{}
+	detached sync.Once
+	closed   sync.Once
+}
+
+// Probe reports the hooks New would use, without loading anything but the
+// probes themselves.
+func Probe(policy HookPolicy) ([]Hook, error) {
+	k, err := loadKernelFacts()
+	if err != nil {
+		return nil, err
+	}
+	return selectHooks(k, policy, probeTracing), nil
+}
+
+// New probes the kernel, loads the programs and attaches them. When it
+// returns, every hook is attached and counting.
+func New(cfg Config) (_ *Tracer, err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raising the memlock limit: %w", err)
+	}
+	k, err := loadKernelFacts()
+	if err != nil {
+		return nil, err
+	}
+	t := &Tracer{cfg: cfg, probeFD: -1}
+	defer func() {
+		if err != nil {
+			t.Close()
+		}
+	}()
+	t.info = machineInfo()
+	t.info.NetNS = cfg.NetNS
+	t.info.Hooks = selectHooks(k, cfg.Hooks, probeTracing)
+	table, found := k.dropSlots()
+	t.info.DropReasons = found
+	rst, ok := k.rstReasons[AbortResetReason]
+	if !ok {
+		rst = 0xffffffff
+	}
+
+	spec, err := loadBpf()
+	if err != nil {
+		return nil, err
+	}
+	vars := map[string]any{
+		bpfVarDropSlot:         table,
+		bpfVarRstAbortOnMemory: rst,
+		bpfVarSockMinSndbuf:    k.sockMinSndbuf(),
+		bpfVarFilterNetns:      cfg.NetNS,
+		bpfVarPressureCur:      initialPressure(),
+	}
+	for name, v := range vars {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("setting %s: %w", name, err)
+		}
+	}
+	spec.Maps[bpfMapEvents].MaxEntries = uint32(cfg.RingBufSize)
+
+	// Load only the programs the chosen variants need.
+	keep := map[string]bool{}
+	for _, h := range t.info.Hooks {
+		for _, p := range h.programs {
+			keep[p] = true
+		}
+	}
+	sections := map[string]string{}
+	for name, ps := range spec.Programs {
+		if !keep[name] {
+			delete(spec.Programs, name)
+			continue
+		}
+		sections[name] = ps.SectionName
+	}
+	t.coll, err = ebpf.NewCollection(spec)
+	if err != nil {
+		return nil, loadError(err)
+	}
+
+	for i := range t.info.Hooks {
+		if err := t.attach(&t.info.Hooks[i], sections); err != nil {
+			return nil, err
+		}
+	}
+
+	t.rd, err = ringbuf.NewReader(t.coll.Maps[bpfMapEvents])
+	if err != nil {
+		return nil, fmt.Errorf("opening the ringbuf: %w", err)
+	}
+	t.dec = newDecoder(bootToWall(), rst)
+	t.startSampler()
+	t.info.Start = time.Now()
+	return t, nil
+}
+
+// loadError makes a verifier rejection readable: its last lines say why.
+func loadError(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		log := ve.Log
+		if len(log) > 12 {
+			log = log[len(log)-12:]
+		}
+		return fmt.Errorf("the kernel's verifier rejected a program: %s\n%s", ve.Cause, strings.Join(log, "\n"))
+	}
+	return fmt.Errorf("loading BPF programs: %w", err)
+}
+
+func (t *Tracer) attach(h *Hook, sections map[string]string) error {
+	for _, name := range h.programs {
+		prog := t.coll.Programs[name]
+		var (
+			l   link.Link
+			err error
+		)
+		if group, tp, ok := strings.Cut(strings.TrimPrefix(sections[name], "tracepoint/"), "/"); ok && strings.HasPrefix(sections[name], "tracepoint/") {
+			if note := ensureTracefs(); note != "" {
+				h.Notes = append(h.Notes, note)
+			}
+			l, err = link.Tracepoint(group, tp, prog, nil)
+		} else {
+			l, err = link.AttachTracing(link.TracingOptions{Program: prog})
+		}
+		if err != nil {
+			if h.optional {
+				h.Notes = append(h.Notes, fmt.Sprintf("%s: not attached: %s", sections[name], shortReason(err)))
+				continue
+			}
+			return fmt.Errorf("attaching %s (%s): %w", sections[name], h.Event, err)
+		}
+		t.links = append(t.links, l)
+		t.progs = append(t.progs, prog)
+	}
+	return nil
+}
+
+var tracefsOnce sync.Once
+
+// ensureTracefs mounts tracefs when neither usual place has it: classic
+// tracepoints are attached through their ids there.
+func ensureTracefs() (note string) {
+	tracefsOnce.Do(func() {
+		for _, p := range []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"} {
+			if _, err := os.Stat(p); err == nil {
+				return
+			}
+		}
+		if err := unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err == nil {
+			note = "mounted tracefs at /sys/kernel/tracing"
+		}
+	})
+	return note
+}
+
+// initialPressure seeds the BPF's pressure state: "no pressure" when /proc
+// says so, so an episode starting right after attach is counted; otherwise
+// unknown, so an episode older than the tracer is not.
+func initialPressure() uint64 {
+	p, err := procfs.Protocols()
+	if err == nil && p["TCP"].Pressure == "no" {
+		return 0
+	}
+	return ^uint64(0)
+}
+
+// Info describes this trace.
+func (t *Tracer) Info() Info { return t.info }
+
+// startSampler reads /proc/net/protocols and triggers a pressure sample in
+// the kernel at every tick: a send on an unconnected TCP socket fires
+// sock_send_length, whose program reads memory_pressure. This catches the
+// end of an episode, which no other hook reliably sees.
+func (t *Tracer) startSampler() {
+	if fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err == nil {
+		t.probeFD = fd
+	}
+	t.stopSamp, t.sampDone = make(chan struct{}), make(chan struct{})
+	t.sampleOnce()
+	go func() {
+		defer close(t.sampDone)
+		tick := time.NewTicker(t.cfg.SampleInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-t.stopSamp:
+				return
+			case <-tick.C:
+				t.sampleOnce()
+			}
+		}
+	}()
+}
+
+func (t *Tracer) sampleOnce() {
+	if t.probeFD >= 0 {
+		_ = unix.Sendto(t.probeFD, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil) // EPIPE by design
+	}
+	g := readGlobal()
+	t.global.Store(&g)
+}
+
+func readGlobal() Global {
+	var g Global
+	if p, err := procfs.Protocols(); err == nil {
+		g.MemPages = max(p["TCP"].Memory, 0)
+		g.Pressure = p["TCP"].Pressure == "yes"
+	}
+	g.TCPMem, _ = procfs.Triple("net/ipv4/tcp_mem")
+	return g
+}
+
+// Totals reads the exact in-kernel counts now.
+func (t *Tracer) Totals() (Totals, error) {
+	return readTotals(t.coll.Maps[bpfMapTotals], t.progs)
+}
+
+func (t *Tracer) snapshot(final bool) (Snapshot, error) {
+	tot, err := t.Totals()
+	if err != nil {
+		return Snapshot{}, err
+	}
+	g := t.global.Load()
+	if final {
+		fresh := readGlobal()
+		g = &fresh
+	}
+	return Snapshot{Time: time.Now(), Totals: tot, Global: *g, Final: final}, nil
+}
+
+// Run streams records until ctx ends; then it detaches every hook, drains
+// the ringbuf and ends with a final Snapshot whose totals are complete.
+func (t *Tracer) Run(ctx context.Context, fn func(Record) error) error {
+	stop := context.AfterFunc(ctx, func() { _ = t.rd.Flush() })
+	defer stop()
+	var (
+		ev       Event
+		rec      ringbuf.Record
+		draining bool
+		next     = time.Now().Add(t.cfg.SnapshotInterval)
+	)
+	for {
+		if !draining && ctx.Err() != nil {
+			t.detach()
+			draining = true
+			t.rd.SetDeadline(time.Time{})
+			if err := t.rd.Flush(); err != nil {
+				return err
+			}
+		}
+		if !draining {
+			if now := time.Now(); !now.Before(next) {
+				next = now.Add(t.cfg.SnapshotInterval)
+				snap, err := t.snapshot(false)
+				if err != nil {
+					return err
+				}
+				if err := fn(Record{Snapshot: &snap}); err != nil {
+					return err
+				}
+				continue
+			}
+			t.rd.SetDeadline(next)
+		}
+		err := t.rd.ReadInto(&rec)
+		switch {
+		case err == nil:
+			if err := t.dec.decode(rec.RawSample, &ev); err != nil {
+				return err
+			}
+			if err := fn(Record{Event: &ev}); err != nil {
+				return err
+			}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, ringbuf.ErrFlushed):
+			if draining {
+				snap, err := t.snapshot(true)
+				if err != nil {
+					return err
+				}
+				return fn(Record{Snapshot: &snap})
+			}
+		default:
+			return fmt.Errorf("reading the ringbuf: %w", err)
+		}
+	}
+}
+
+// detach closes every link and stops the sampler. Programs already running
+// on another CPU finish within microseconds; the pause lets their counts and
+// records land before the final read.
+func (t *Tracer) detach() {
+	t.detached.Do(func() {
+		if t.stopSamp != nil {
+			close(t.stopSamp)
+			<-t.sampDone
+		}
+		for _, l := range t.links {
+			l.Close()
+		}
+		time.Sleep(20 * time.Millisecond)
+	})
+}
+
+// Close detaches and frees everything; it is safe to call more than once.
+func (t *Tracer) Close() error {
+	t.closed.Do(func() {
+		t.detach()
+		if t.rd != nil {
+			t.rd.Close()
+		}
+		if t.coll != nil {
+			t.coll.Close()
+		}
+		if t.probeFD >= 0 {
+			unix.Close(t.probeFD)
+		}
+	})
+	return nil
+}
+
+func machineInfo() Info {
+	var i Info
+	i.Hostname, _ = os.Hostname()
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		i.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
+		i.BootID = strings.TrimSpace(string(b))
+	}
+	i.PageSize = os.Getpagesize()
+	i.TCPMem, _ = procfs.Triple("net/ipv4/tcp_mem")
+	i.TCPRmem, _ = procfs.Triple("net/ipv4/tcp_rmem")
+	i.TCPWmem, _ = procfs.Triple("net/ipv4/tcp_wmem")
+	i.MaxOrphans, _ = procfs.Int("net/ipv4/tcp_max_orphans")
+	return i
+}
+
+// bootToWall is wall-clock time minus CLOCK_BOOTTIME, to date BPF timestamps.
+func bootToWall() int64 {
+	var boot unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot)
+	return time.Now().UnixNano() - boot.Nano()
+}

@@ -1,0 +1,183 @@
+package tracer_test
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/privtest"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/workload"
+	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+)
+
+func TestMain(m *testing.M) {
+	workload.RunRoleIfChild()
+	os.Exit(m.Run())
+}
+
+// trace runs a tracer over a scenario: the sysctl lock is taken before the
+// tracer starts so no other test's episode is counted, and every lowered
+// sysctl is restored before the tracer stops.
+type traced struct {
+	final  tracer.Snapshot
+	events []tracer.Event
+	res    workload.Result
+	// hostDelta is the test process's own namespace over the same run.
+	hostDelta procfs.Counters
+}
+
+func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced {
+	t.Helper()
+	g, err := workload.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := g.Restore(); err != nil {
+			t.Error(err)
+		}
+	})
+	env, err := workload.Start(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(env.Close)
+
+	tr, err := tracer.New(tracer.Config{NetNS: env.NetNS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var (
+		out traced
+		wg  sync.WaitGroup
+		rerr error
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rerr = tr.Run(ctx, func(r tracer.Record) error {
+			if r.Event != nil {
+				out.events = append(out.events, *r.Event)
+			}
+			if r.Snapshot != nil && r.Snapshot.Final {
+				out.final = *r.Snapshot
+			}
+			return nil
+		})
+	}()
+
+	hostBefore, err := procfs.MIB("self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range sysctls {
+		if err := g.Set(name, v, 90*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out.res, err = env.Run()
+	if rerr := g.Restore(); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostAfter, err := procfs.MIB("self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.hostDelta = hostAfter.Sub(hostBefore)
+	cancel()
+	wg.Wait()
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if !out.final.Final {
+		t.Fatal("no final snapshot")
+	}
+	return out
+}
+
+func TestOutOfMemoryAborts(t *testing.T) {
+	privtest.Require(t)
+	const conns = 150
+	r := trace(t, workload.Scenario{Kind: workload.OOM, Conns: conns, WriteFor: 4 * time.Second},
+		map[string]string{"net/ipv4/tcp_mem": "1000 2000 3000"})
+	tot := r.final.Totals
+	t.Logf("totals %+v", tot)
+	t.Logf("kernel: TCPAbortOnMemory %d TCPRcvQDrop %d TCPOFODrop %d TCPMemoryPressures %d (host %d)",
+		r.res.Delta("TCPAbortOnMemory"), r.res.Delta("TCPRcvQDrop"), r.res.Delta("TCPOFODrop"),
+		r.res.Delta("TCPMemoryPressures"), r.hostDelta.Get("TcpExt", "TCPMemoryPressures"))
+
+	// Not every close aborts: each abort frees its send queue, and once
+	// allocated is back under tcp_mem[2] the rest close normally.
+	if want := r.res.Delta("TCPAbortOnMemory"); tot.MemAborts != want || want == 0 {
+		t.Errorf("mem_aborts = %d, kernel's ΔTCPAbortOnMemory = %d (want > 0)", tot.MemAborts, want)
+	}
+	if tot.OrphanAborts != 0 {
+		t.Errorf("orphan_aborts = %d, want 0", tot.OrphanAborts)
+	}
+	if want := r.res.Delta("TCPRcvQDrop") + r.res.Delta("TCPOFODrop"); tot.Drops["PROTO_MEM"] != want || want == 0 {
+		t.Errorf("drops[PROTO_MEM] = %d, kernel's Δ(TCPRcvQDrop+TCPOFODrop) = %d (want > 0)", tot.Drops["PROTO_MEM"], want)
+	}
+	// Pressure is global; the entry is counted in the namespace of the
+	// socket that crossed the threshold: the test's, or (rarely) the host's.
+	if want := r.res.Delta("TCPMemoryPressures") + r.hostDelta.Get("TcpExt", "TCPMemoryPressures"); tot.PressureEpisodes != want || want == 0 {
+		t.Errorf("pressure_episodes = %d, kernel's ΔTCPMemoryPressures = %d (want > 0)", tot.PressureEpisodes, want)
+	}
+	checkEvents(t, r)
+}
+
+func TestTooManyOrphans(t *testing.T) {
+	privtest.Require(t)
+	const conns = 100
+	r := trace(t, workload.Scenario{Kind: workload.Orphans, Conns: conns},
+		map[string]string{"net/ipv4/tcp_max_orphans": "0"})
+	tot := r.final.Totals
+	t.Logf("totals %+v; kernel ΔTCPAbortOnMemory %d", tot, r.res.Delta("TCPAbortOnMemory"))
+	if want := r.res.Delta("TCPAbortOnMemory"); tot.OrphanAborts != want || want < conns {
+		t.Errorf("orphan_aborts = %d, kernel's ΔTCPAbortOnMemory = %d (want >= %d)", tot.OrphanAborts, want, conns)
+	}
+	if tot.MemAborts != 0 {
+		t.Errorf("mem_aborts = %d, want 0", tot.MemAborts)
+	}
+	checkEvents(t, r)
+}
+
+// checkEvents: with nothing lost, the events agree with the counts, and each
+// abort is the writer's, each drop the reader's.
+func checkEvents(t *testing.T, r traced) {
+	t.Helper()
+	tot := r.final.Totals
+	if tot.LostSamples != 0 {
+		t.Logf("%d samples lost: skipping the per-event checks", tot.LostSamples)
+		return
+	}
+	var aborts, drops uint64
+	for _, e := range r.events {
+		switch e.Kind {
+		case tracer.KindAbort:
+			aborts++
+			if int(e.Owner.PID) != r.res.WriterPID || e.Owner.Comm != "tmt-writer" {
+				t.Errorf("abort owned by %d %q, want the writer %d", e.Owner.PID, e.Owner.Comm, r.res.WriterPID)
+			}
+		case tracer.KindDrop:
+			if e.Reason != "PROTO_MEM" {
+				continue
+			}
+			drops++
+			if int(e.Owner.PID) != r.res.ReaderPID || e.Owner.Comm != "tmt-reader" {
+				t.Errorf("drop owned by %d %q, want the reader %d", e.Owner.PID, e.Owner.Comm, r.res.ReaderPID)
+			}
+		}
+	}
+	if aborts != tot.Aborts() || drops != tot.Drops["PROTO_MEM"] {
+		t.Errorf("events: %d aborts, %d PROTO_MEM drops; totals: %d, %d", aborts, drops, tot.Aborts(), tot.Drops["PROTO_MEM"])
+	}
+}
