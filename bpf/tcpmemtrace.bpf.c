@@ -157,13 +157,18 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk, __
 	e->state = sk->__sk_common.skc_state;
 	e->protocol = IPPROTO_TCP;
 	e->sport = sk->__sk_common.skc_num;
+	/* Unhashing at TCP_CLOSE zeroes skc_num (the abort path closes before
+	 * it resets); inet_sport keeps the port. */
+	if (!e->sport)
+		e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	if (e->family == AF_INET) {
 		*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
 		*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
 	} else {
 		for (int i = 0; i < 4; i++) {
-			((__u32 *)e->saddr)[i] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[i];
+			((__u32 *)e->saddr)[i] =
+				sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[i];
 			((__u32 *)e->daddr)[i] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[i];
 		}
 	}
@@ -407,8 +412,7 @@ int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 
 /* 5.17-6.10: no rx_sk; skb->sk or the IP header tell the socket/protocol. */
 SEC("tp_btf/kfree_skb")
-int BPF_PROG(tp_kfree_skb_norxsk, struct sk_buff *skb, void *location,
-	     enum skb_drop_reason reason)
+int BPF_PROG(tp_kfree_skb_norxsk, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
 	return handle_drop(skb, reason, NULL);
 }

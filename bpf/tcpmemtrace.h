@@ -26,7 +26,7 @@ enum event_kind {
 };
 
 enum abort_cause {
-	CAUSE_MEMORY = 1,  /* tcp_out_of_memory(): allocated > tcp_mem[2] */
+	CAUSE_MEMORY = 1, /* tcp_out_of_memory(): allocated > tcp_mem[2] */
 	CAUSE_ORPHANS = 2, /* otherwise tcp_too_many_orphans() was true */
 };
 
@@ -55,15 +55,15 @@ struct owner {
 /* One sampled record in the ringbuf. */
 struct event {
 	__u64 ts_boot_ns;
-	__u64 cookie;       /* socket cookie, 0 without a socket */
-	__u64 pressure_id;  /* memory_pressure value: jiffies at episode start */
-	__s64 allocated;    /* protocol pages in use (exceed: the value decided on) */
+	__u64 cookie; /* socket cookie, 0 without a socket */
+	__u64 pressure_id; /* memory_pressure value: jiffies at episode start */
+	__s64 allocated; /* protocol pages in use (exceed: the value decided on) */
 	__s64 mem_limit[3]; /* tcp_mem in pages */
-	__u64 cgroup_id;    /* owner's cgroup v2 id */
-	__u32 tgid;         /* owner; 0 when unknown */
-	__u32 cur_tgid;     /* task that ran the hook */
-	__u32 netns;        /* network namespace inode */
-	__u32 len;          /* skb->len of a dropped skb */
+	__u64 cgroup_id; /* owner's cgroup v2 id */
+	__u32 tgid; /* owner; 0 when unknown */
+	__u32 cur_tgid; /* task that ran the hook */
+	__u32 netns; /* network namespace inode */
+	__u32 len; /* skb->len of a dropped skb */
 	__u32 truesize;
 	__u32 reason; /* kernel drop or reset reason value */
 	__s32 rmem_alloc;
@@ -75,9 +75,9 @@ struct event {
 	__u16 sport; /* host byte order */
 	__u16 dport;
 	__u16 family;
-	__u8 kind;   /* enum event_kind */
+	__u8 kind; /* enum event_kind */
 	__u8 detail; /* abort cause, drop slot, exceed kind (0 send, 1 recv) */
-	__u8 state;  /* TCP state at the event */
+	__u8 state; /* TCP state at the event */
 	__u8 protocol;
 	__u8 memcg; /* socket charged to a memory cgroup */
 	__u8 pad;

@@ -20,7 +20,7 @@ type Kind uint8
 const (
 	KindAbort         Kind = 1
 	KindDrop          Kind = 2
-	KindExceed        Kind = 3
+	KindRefusal       Kind = 3
 	KindPressureEnter Kind = 4
 	KindPressureLeave Kind = 5
 )
@@ -28,7 +28,7 @@ const (
 var kindNames = map[Kind]string{
 	KindAbort:         "abort",
 	KindDrop:          "drop",
-	KindExceed:        "exceed",
+	KindRefusal:       "refusal",
 	KindPressureEnter: "pressure_enter",
 	KindPressureLeave: "pressure_leave",
 }
@@ -81,7 +81,7 @@ type Event struct {
 	Kind   Kind
 	Cause  string // abort: CauseMemory or CauseOrphans
 	Reason string // drop reason name; abort: reset reason name (tracepoint variant)
-	Send   bool   // exceed: the send side (else receive)
+	Send   bool   // refusal: the send side (else receive)
 	Socket Socket
 	Owner  Owner
 	// CurrentPID ran the hook: on receive paths the sender, ksoftirqd or idle.
@@ -136,7 +136,7 @@ func (d *decoder) decode(raw []byte, ev *Event) error {
 		}
 	case KindDrop:
 		ev.Reason = d.slots[r.Detail&(dropSlots-1)]
-	case KindExceed:
+	case KindRefusal:
 		ev.Send = r.Detail == 0
 	}
 	s := &ev.Socket

@@ -54,8 +54,8 @@ func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var (
-		out traced
-		wg  sync.WaitGroup
+		out  traced
+		wg   sync.WaitGroup
 		rerr error
 	)
 	wg.Add(1)

@@ -1,0 +1,46 @@
+# tcpmemtrace. `make help` lists the targets.
+
+# The committed BPF objects were built with Debian 12's clang 14.0.6 and
+# libbpf-dev 1.1; `make generate` reproduces them byte for byte only with those.
+CLANG ?= clang
+STRIP ?= llvm-strip
+CLANG_VERSION := 14.0.6
+BPF2GO_CFLAGS := -O2 -g -Wall -Werror -mcpu=v3
+GO_TEST_FLAGS ?=
+
+export BPF2GO_CC := $(CLANG)
+export BPF2GO_STRIP := $(STRIP)
+export BPF2GO_CFLAGS
+
+.PHONY: help generate check-generate build test test-unit format lint
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+generate: ## rebuild the BPF object and its Go bindings (clang 14, llvm-strip, libbpf-dev)
+	@$(CLANG) --version | grep -q 'clang version $(CLANG_VERSION)' || \
+		{ echo "make generate: needs clang $(CLANG_VERSION) (apt-get install clang llvm libbpf-dev on Debian 12), got: $$($(CLANG) --version | head -1)"; exit 1; }
+	go generate ./tracer/
+
+check-generate: generate ## fail if the committed BPF outputs differ from a fresh build
+	git diff --exit-code -- tracer/ || { echo "make generate changed committed files: commit its output"; exit 1; }
+
+build: ## build ./tcpmemtrace (no clang needed)
+	go build -o tcpmemtrace ./cmd/tcpmemtrace
+
+# Packages run one at a time: the privileged tests lower global sysctls
+# (they also hold a lock, so this is belt and braces).
+test: lint ## run every test: privileged ones as root (sudo make test), skipped with a reason otherwise
+	go test -count=1 -p 1 -timeout 30m $(GO_TEST_FLAGS) ./...
+
+test-unit: ## only the tests that need no privileges
+	go test -count=1 -short ./...
+
+format: ## gofmt the Go code, clang-format the C
+	gofmt -w $$(git ls-files --cached --others --exclude-standard '*.go')
+	clang-format -i bpf/*.c bpf/*.h
+
+lint: ## go vet, gofmt and clang-format checks
+	go vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'))" || { gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'); echo "gofmt: run make format"; exit 1; }
+	@if command -v clang-format >/dev/null; then clang-format --dry-run -Werror bpf/*.c bpf/*.h; else echo "lint: clang-format not installed, C not checked"; fi

@@ -1,0 +1,194 @@
+// Command tcpmemtrace counts and attributes TCP socket-memory events: the
+// aborts behind "TCP: out of memory -- consider tuning tcp_mem" and "TCP: too
+// many orphaned sockets", pressure episodes, and the data dropped for memory.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/render"
+	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+)
+
+type options struct {
+	json       bool
+	duration   time.Duration
+	listProbes bool
+	netns      string
+	hooks      string
+	ringbufKiB int
+	version    bool
+}
+
+// usageError is bad input: exit code 2.
+type usageError struct{ error }
+
+func main() {
+	os.Exit(mainExit(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func mainExit(args []string, stdout, stderr io.Writer) int {
+	o, fs, err := parseFlags(args)
+	if errors.Is(err, pflag.ErrHelp) {
+		usage(stdout, fs)
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tcpmemtrace: %v\n", err)
+		usage(stderr, fs)
+		return 2
+	}
+	if o.version {
+		fmt.Fprintln(stdout, "tcpmemtrace", version())
+		return 0
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "tcpmemtrace: %v\n", err)
+		if errors.As(err, new(usageError)) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string) (options, *pflag.FlagSet, error) {
+	var o options
+	fs := pflag.NewFlagSet("tcpmemtrace", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported once, by mainExit
+	fs.BoolVar(&o.json, "json", false, "write JSON Lines (schema: docs/json.md)")
+	fs.DurationVarP(&o.duration, "duration", "d", 0, "stop after this long (e.g. 30s); default: until Ctrl-C")
+	fs.BoolVar(&o.listProbes, "list-probes", false, "show which hook observes each event on this kernel, and exit")
+	fs.StringVar(&o.netns, "netns", "", "only events of this network namespace: inode, /proc/PID/ns/net, or a name in /run/netns")
+	fs.StringVar(&o.hooks, "hooks", "auto", "auto: fentry/fexit where allowed, else tracepoints; tracepoints: never fentry/fexit")
+	fs.IntVar(&o.ringbufKiB, "ringbuf-kib", 4096, "event ring buffer size in KiB (a power of two)")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	err := fs.Parse(args)
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err == nil && o.hooks != "auto" && o.hooks != "tracepoints" {
+		err = fmt.Errorf("--hooks: %q is not auto or tracepoints", o.hooks)
+	}
+	if err == nil && o.duration < 0 {
+		err = fmt.Errorf("--duration: %v is negative", o.duration)
+	}
+	if err == nil && (o.ringbufKiB < 4 || o.ringbufKiB&(o.ringbufKiB-1) != 0) {
+		err = fmt.Errorf("--ringbuf-kib: %d is not a power of two of at least 4", o.ringbufKiB)
+	}
+	return o, fs, err
+}
+
+func usage(w io.Writer, fs *pflag.FlagSet) {
+	fmt.Fprintf(w, `Usage: sudo tcpmemtrace [flags]
+
+Counts every TCP socket-memory event exactly and shows each with its socket
+and owning process: memory aborts ("TCP: out of memory -- consider tuning
+tcp_mem", "TCP: too many orphaned sockets"), pressure episodes, data dropped
+for memory, and refused allocations. Ctrl-C prints a summary.
+
+Flags:
+%s`, fs.FlagUsages())
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
+	if err := checkPrivileges(); err != nil {
+		return err
+	}
+	policy := tracer.HooksAuto
+	if o.hooks == "tracepoints" {
+		policy = tracer.HooksTracepoints
+	}
+	if o.listProbes {
+		hooks, err := tracer.Probe(policy)
+		if err != nil {
+			return err
+		}
+		render.WriteHooks(stdout, hooks)
+		return nil
+	}
+	cfg := tracer.Config{Hooks: policy, RingBufSize: o.ringbufKiB << 10}
+	if o.netns != "" {
+		ino, err := netnsInode(o.netns)
+		if err != nil {
+			return usageError{fmt.Errorf("--netns: %w", err)}
+		}
+		cfg.NetNS = ino
+	}
+
+	tr, err := tracer.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	kw, kerr := kmsg.Start()
+	if kerr != nil {
+		fmt.Fprintf(stderr, "tcpmemtrace: kernel log not readable (%v): no rate-limit comparison\n", kerr)
+	}
+
+	var sink render.Sink = render.NewText(stdout)
+	if o.json {
+		sink = render.NewJSON(stdout)
+	}
+	info := tr.Info()
+	if err := sink.Start(info); err != nil {
+		return err
+	}
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
+	live := isTerminal(stdout)
+	agg := aggregate.New(info.Start)
+	err = tr.Run(ctx, func(r tracer.Record) error {
+		agg.Add(r)
+		if r.Event != nil {
+			if err := sink.Event(r.Event); err != nil {
+				return err
+			}
+			if !live {
+				return nil
+			}
+		}
+		return sink.Flush()
+	})
+	if kw != nil {
+		agg.SetKernelLog(kw.Stop())
+	}
+	if err != nil {
+		return err
+	}
+	return sink.Summary(info, agg.Summary())
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}

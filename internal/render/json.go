@@ -1,0 +1,186 @@
+package render
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"time"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
+	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+)
+
+// SchemaVersion changes when a field changes meaning or goes away.
+const SchemaVersion = 1
+
+// JSON writes JSON Lines: a start object, one object per event, a summary.
+type JSON struct {
+	w        *bufio.Writer
+	enc      *json.Encoder
+	pageSize int64
+}
+
+// NewJSON writes to w.
+func NewJSON(w io.Writer) *JSON {
+	bw := bufio.NewWriter(w)
+	return &JSON{w: bw, enc: json.NewEncoder(bw), pageSize: 4096}
+}
+
+// MemTriple is a tcp_mem-like setting in pages and in bytes.
+type MemTriple struct {
+	Pages [3]int64 `json:"pages"`
+	Bytes [3]int64 `json:"bytes"`
+}
+
+// StartObject is {"type":"start"}.
+type StartObject struct {
+	Type        string            `json:"type"`
+	Version     int               `json:"version"`
+	Time        time.Time         `json:"time"`
+	Hostname    string            `json:"hostname"`
+	Kernel      string            `json:"kernel"`
+	BootID      string            `json:"boot_id"`
+	PageSize    int               `json:"page_size"`
+	TCPMem      MemTriple         `json:"tcp_mem"`
+	TCPRmem     [3]int64          `json:"tcp_rmem"`
+	TCPWmem     [3]int64          `json:"tcp_wmem"`
+	MaxOrphans  int64             `json:"tcp_max_orphans"`
+	NetNS       uint32            `json:"netns,omitempty"`
+	Hooks       []tracer.Hook     `json:"hooks"`
+	DropReasons map[string]uint32 `json:"drop_reasons"`
+}
+
+// EventObject is every event type; fields that do not apply are omitted.
+type EventObject struct {
+	Type            string      `json:"type"` // abort, drop, refusal, pressure_enter, pressure_leave
+	Time            time.Time   `json:"time"`
+	Cause           string      `json:"cause,omitempty"`     // abort: memory | orphans
+	Reason          string      `json:"reason,omitempty"`    // drop reason; abort: reset reason
+	Direction       string      `json:"direction,omitempty"` // refusal: send | recv
+	PID             uint32      `json:"pid"`                 // socket owner, 0 if unknown
+	Comm            string      `json:"comm"`
+	CgroupID        uint64      `json:"cgroup_id,omitempty"`
+	CurrentPID      uint32      `json:"current_pid"` // task that ran the hook
+	Socket          *SocketJSON `json:"socket,omitempty"`
+	Bytes           uint32      `json:"bytes,omitempty"`
+	Truesize        uint32      `json:"truesize,omitempty"`
+	Mem             *MemJSON    `json:"mem,omitempty"`
+	PressureEpisode uint64      `json:"pressure_episode,omitempty"`
+}
+
+// SocketJSON is an event's socket.
+type SocketJSON struct {
+	Cookie     uint64 `json:"cookie,omitempty"`
+	NetNS      uint32 `json:"netns"`
+	Protocol   string `json:"protocol"`
+	Src        string `json:"src,omitempty"`
+	Dst        string `json:"dst,omitempty"`
+	State      string `json:"state,omitempty"`
+	RmemAlloc  int32  `json:"rmem_alloc"`
+	Rcvbuf     int32  `json:"rcvbuf"`
+	WmemQueued int32  `json:"wmem_queued"`
+	Sndbuf     int32  `json:"sndbuf"`
+	Memcg      bool   `json:"memcg"`
+}
+
+// MemJSON is the protocol's memory at the event.
+type MemJSON struct {
+	AllocatedPages int64    `json:"allocated_pages"`
+	TCPMemPages    [3]int64 `json:"tcp_mem_pages"`
+}
+
+// SummaryObject is {"type":"summary"}.
+type SummaryObject struct {
+	Type         string         `json:"type"`
+	Time         time.Time      `json:"time"`
+	DurationS    float64        `json:"duration_s"`
+	NetNS        uint32         `json:"netns,omitempty"`
+	Totals       tracer.Totals  `json:"totals"`
+	PeakMemPages int64          `json:"peak_mem_pages"`
+	PeakMemBytes int64          `json:"peak_mem_bytes"`
+	PeakTCPMem   [3]int64       `json:"peak_tcp_mem_pages"` // tcp_mem when the peak was seen
+	KernelLog    *KernelLogJSON `json:"kernel_log"`
+}
+
+// KernelLogJSON is the rate limit made visible.
+type KernelLogJSON struct {
+	Warnings   []WarningJSON `json:"warnings"`
+	Suppressed int           `json:"suppressed_lines"`
+}
+
+// WarningJSON is one kernel warning: exact events vs printed lines.
+type WarningJSON struct {
+	Message string `json:"message"`
+	Events  uint64 `json:"events"`
+	Lines   int    `json:"lines_printed"`
+}
+
+// Start writes the start object.
+func (j *JSON) Start(info tracer.Info) error {
+	j.pageSize = int64(info.PageSize)
+	o := StartObject{
+		Type: "start", Version: SchemaVersion, Time: info.Start, Hostname: info.Hostname, Kernel: info.Kernel,
+		BootID: info.BootID, PageSize: info.PageSize, TCPRmem: info.TCPRmem, TCPWmem: info.TCPWmem,
+		MaxOrphans: info.MaxOrphans, NetNS: info.NetNS, Hooks: info.Hooks, DropReasons: info.DropReasons,
+		TCPMem: MemTriple{Pages: info.TCPMem},
+	}
+	for i, p := range info.TCPMem {
+		o.TCPMem.Bytes[i] = p * j.pageSize
+	}
+	if err := j.enc.Encode(o); err != nil {
+		return err
+	}
+	return j.w.Flush()
+}
+
+// EventJSON converts an event to its JSON object.
+func EventJSON(e *tracer.Event) EventObject {
+	o := EventObject{
+		Type: e.Kind.String(), Time: e.Time, Cause: e.Cause, Reason: e.Reason,
+		PID: e.Owner.PID, Comm: e.Owner.Comm, CgroupID: e.Owner.CgroupID, CurrentPID: e.CurrentPID,
+		Bytes: e.Bytes, Truesize: e.Truesize, PressureEpisode: e.PressureID,
+	}
+	if e.Kind == tracer.KindRefusal {
+		o.Direction = "recv"
+		if e.Send {
+			o.Direction = "send"
+		}
+	}
+	if s := e.Socket; s.NetNS != 0 || s.Family != 0 {
+		sj := &SocketJSON{Cookie: s.Cookie, NetNS: s.NetNS, Protocol: protoName(s.Protocol), State: s.State.String(),
+			RmemAlloc: s.RmemAlloc, Rcvbuf: s.Rcvbuf, WmemQueued: s.WmemQueued, Sndbuf: s.Sndbuf, Memcg: s.Memcg}
+		if s.Src.IsValid() {
+			sj.Src, sj.Dst = s.Src.String(), s.Dst.String()
+		}
+		o.Socket = sj
+	}
+	if e.Mem.Limits != [3]int64{} {
+		o.Mem = &MemJSON{AllocatedPages: e.Mem.Allocated, TCPMemPages: e.Mem.Limits}
+	}
+	return o
+}
+
+// Event writes one event object.
+func (j *JSON) Event(e *tracer.Event) error { return j.enc.Encode(EventJSON(e)) }
+
+// Summary writes the summary object.
+func (j *JSON) Summary(info tracer.Info, s aggregate.Summary) error {
+	o := SummaryObject{
+		Type: "summary", Time: s.End, DurationS: s.End.Sub(s.Start).Seconds(), NetNS: info.NetNS,
+		Totals: s.Totals, PeakMemPages: s.PeakMemPages, PeakMemBytes: s.PeakMemPages * j.pageSize,
+		PeakTCPMem: s.PeakLimits,
+	}
+	if kl := s.KernelLog; kl != nil {
+		o.KernelLog = &KernelLogJSON{Suppressed: kl.Suppressed, Warnings: []WarningJSON{}}
+		for _, w := range kl.Warnings {
+			o.KernelLog.Warnings = append(o.KernelLog.Warnings, WarningJSON(w))
+		}
+	}
+	if err := j.enc.Encode(o); err != nil {
+		return err
+	}
+	return j.w.Flush()
+}
+
+// Flush writes out buffered lines.
+func (j *JSON) Flush() error { return j.w.Flush() }

@@ -1,0 +1,66 @@
+// Package render writes a trace for people (bcc-style lines and a summary
+// table) or for programs (JSON Lines, schema in docs/json.md).
+package render
+
+import (
+	"fmt"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
+	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+)
+
+// Sink is one output format.
+type Sink interface {
+	// Start is written once every hook is attached.
+	Start(info tracer.Info) error
+	Event(e *tracer.Event) error
+	Summary(info tracer.Info, s aggregate.Summary) error
+	Flush() error
+}
+
+// IEC formats a byte count: 1.5 GiB.
+func IEC(b int64) string {
+	const unit = 1024
+	if b < unit && b > -unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	v, i := float64(b), -1
+	for ; (v >= unit || v <= -unit) && i < 5; i++ {
+		v /= unit
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[i])
+}
+
+// pct is v as a percentage of of, 0 when of is 0.
+func pct(v, of int64) float64 {
+	if of == 0 {
+		return 0
+	}
+	return 100 * float64(v) / float64(of)
+}
+
+// protoName names an IP protocol number.
+func protoName(p uint8) string {
+	switch p {
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	case 0:
+		return ""
+	}
+	return fmt.Sprint(p)
+}
+
+// memZone says where allocated pages stand against tcp_mem.
+func memZone(alloc int64, lim [3]int64) string {
+	switch {
+	case lim[2] > 0 && alloc > lim[2]:
+		return "above high"
+	case lim[1] > 0 && alloc > lim[1]:
+		return "above pressure"
+	case lim[0] > 0 && alloc > lim[0]:
+		return "above low"
+	}
+	return "below low"
+}
