@@ -85,10 +85,8 @@ func (t *Text) Event(e *tracer.Event) error {
 	case tracer.KindDrop:
 		event = "DROP " + e.Reason
 		detail = append(detail, fmt.Sprintf("%d bytes", e.Bytes))
-		if s.Family != 0 {
+		if s.Family != 0 && s.Protocol == 6 {
 			detail = append(detail, fmt.Sprintf("rmem %d/%d", s.RmemAlloc, s.Rcvbuf), mem)
-		} else if p := protoName(s.Protocol); p != "" {
-			detail = append(detail, p)
 		}
 		if s.Protocol != 6 && s.Protocol != 0 {
 			event += "/" + protoName(s.Protocol)

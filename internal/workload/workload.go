@@ -29,6 +29,9 @@ import (
 const (
 	// OOM fills the sockets under a lowered tcp_mem, then closes the writer
 	// with data queued: "TCP: out of memory -- consider tuning tcp_mem".
+	// With tcp_mem 1000 2000 3000 and 300 connections every close aborts:
+	// the reader's forced charges (one skb per empty receive queue) alone
+	// keep allocated above the hard limit.
 	OOM = "oom"
 	// Orphans fills the sockets to a zero window, closes one, waits for the
 	// orphan count to refresh, closes the rest: with tcp_max_orphans at 0,

@@ -1,0 +1,164 @@
+package render
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
+	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+var t0 = time.Date(2026, 11, 25, 16, 43, 37, 637_000_000, time.UTC)
+
+func info() tracer.Info {
+	return tracer.Info{
+		Hostname: "vm", Kernel: "6.18.44", BootID: "b00t", PageSize: 4096, Start: t0,
+		TCPMem: [3]int64{287898, 383866, 575796}, TCPRmem: [3]int64{4096, 131072, 33554432},
+		TCPWmem: [3]int64{4096, 16384, 4194304}, MaxOrphans: 131072, NetNS: 4026532200,
+		Hooks: []tracer.Hook{
+			{Event: tracer.EventAborts, Using: "tp_btf/tcp_send_reset reason TCP_ABORT_ON_MEMORY=13",
+				Rejected: []tracer.Rejected{{Hook: "fexit/tcp_check_oom", Reason: "operation not permitted"}}},
+			{Event: tracer.EventRefusals},
+		},
+		DropReasons: map[string]uint32{"PROTO_MEM": 20},
+	}
+}
+
+func events() []tracer.Event {
+	lim := [3]int64{1000, 2000, 3000}
+	reader := tracer.Socket{Cookie: 7, NetNS: 4026532200, Family: 2, Protocol: 6, State: 1,
+		Src: netip.MustParseAddrPort("127.0.0.1:43137"), Dst: netip.MustParseAddrPort("127.0.0.1:43498"),
+		RmemAlloc: 33573, Rcvbuf: 131072, Sndbuf: 3939840}
+	writer := tracer.Socket{Cookie: 8, NetNS: 4026532200, Family: 2, Protocol: 6, State: 7,
+		Src: netip.MustParseAddrPort("127.0.0.1:43498"), Dst: netip.MustParseAddrPort("127.0.0.1:43137"),
+		WmemQueued: 48448, Sndbuf: 87040}
+	return []tracer.Event{
+		{Time: t0, Kind: tracer.KindPressureEnter, Mem: tracer.Mem{Allocated: 2029, Limits: lim}, PressureID: 4295,
+			CurrentPID: 7390},
+		{Time: t0, Kind: tracer.KindRefusal, Socket: reader, Owner: tracer.Owner{PID: 7386, Comm: "tmt-reader"},
+			Mem: tracer.Mem{Allocated: 2029, Limits: lim}, CurrentPID: 7390},
+		{Time: t0, Kind: tracer.KindDrop, Reason: "PROTO_MEM", Bytes: 32741, Truesize: 33536, Socket: reader,
+			Owner: tracer.Owner{PID: 7386, Comm: "tmt-reader", CgroupID: 1}, Mem: tracer.Mem{Allocated: 2029, Limits: lim},
+			CurrentPID: 7390, PressureID: 4295},
+		{Time: t0.Add(4 * time.Second), Kind: tracer.KindAbort, Cause: tracer.CauseMemory, Reason: "TCP_ABORT_ON_MEMORY",
+			Socket: writer, Owner: tracer.Owner{PID: 7390, Comm: "tmt-writer"}, Mem: tracer.Mem{Allocated: 3068, Limits: lim},
+			CurrentPID: 7390},
+		{Time: t0.Add(5 * time.Second), Kind: tracer.KindDrop, Reason: "SOCKET_RCVBUFF", Bytes: 1200,
+			Socket: tracer.Socket{NetNS: 4026531840, Protocol: 17}},
+	}
+}
+
+func summary() aggregate.Summary {
+	a := aggregate.New(t0)
+	tot := tracer.NewTotals()
+	tot.MemAborts, tot.PressureEpisodes, tot.RefusalsRecv = 62, 1, 916
+	tot.Drops["PROTO_MEM"], tot.DropBytes["PROTO_MEM"] = 451, 18245632
+	tot.OtherDrops["SOCKET_RCVBUFF"], tot.OtherDropBytes["SOCKET_RCVBUFF"] = 1, 1200
+	for _, e := range events() {
+		a.Add(tracer.Record{Event: &e})
+	}
+	a.Add(tracer.Record{Snapshot: &tracer.Snapshot{Time: t0.Add(22 * time.Second), Totals: tot, Final: true}})
+	a.SetKernelLog(kmsg.Counts{Lines: map[string]int{"mem_aborts": 10}, Suppressed: 57})
+	return a.Summary()
+}
+
+func render(t *testing.T, s Sink, buf *bytes.Buffer) {
+	t.Helper()
+	if err := s.Start(info()); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events() {
+		if err := s.Event(&e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Summary(info(), summary()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	p := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(p, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs (go test ./internal/render -update to accept):\n%s", name, got)
+	}
+}
+
+func TestTextGolden(t *testing.T) {
+	var buf bytes.Buffer
+	render(t, NewText(&buf), &buf)
+	golden(t, "trace.txt", buf.Bytes())
+}
+
+func TestJSONGolden(t *testing.T) {
+	var buf bytes.Buffer
+	render(t, NewJSON(&buf), &buf)
+	golden(t, "trace.jsonl", buf.Bytes())
+}
+
+// The schema promises: every line an object with a type; start first,
+// summary last with the documented totals keys.
+func TestJSONSchema(t *testing.T) {
+	var buf bytes.Buffer
+	render(t, NewJSON(&buf), &buf)
+	lines := bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n"))
+	var objs []map[string]any
+	for _, l := range lines {
+		var o map[string]any
+		if err := json.Unmarshal(l, &o); err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
+		if _, ok := o["type"].(string); !ok {
+			t.Errorf("no type: %s", l)
+		}
+		objs = append(objs, o)
+	}
+	if objs[0]["type"] != "start" || objs[len(objs)-1]["type"] != "summary" {
+		t.Fatalf("first %v, last %v", objs[0]["type"], objs[len(objs)-1]["type"])
+	}
+	tcpMem := objs[0]["tcp_mem"].(map[string]any)
+	if tcpMem["pages"].([]any)[2].(float64) != 575796 || tcpMem["bytes"].([]any)[2].(float64) != 575796*4096 {
+		t.Errorf("tcp_mem %v", tcpMem)
+	}
+	totals := objs[len(objs)-1]["totals"].(map[string]any)
+	for _, k := range []string{"mem_aborts", "orphan_aborts", "pressure_episodes", "drops", "drop_bytes", "lost_samples"} {
+		if _, ok := totals[k]; !ok {
+			t.Errorf("totals lack %q", k)
+		}
+	}
+	if totals["drops"].(map[string]any)["PROTO_MEM"].(float64) != 451 {
+		t.Errorf("drops %v", totals["drops"])
+	}
+	for _, o := range objs[1 : len(objs)-1] {
+		if o["type"] == "abort" && (o["cause"] != "memory" || o["pid"].(float64) != 7390) {
+			t.Errorf("abort %v", o)
+		}
+	}
+}
+
+func TestIEC(t *testing.T) {
+	for in, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536 << 20: "1.5 GiB"} {
+		if got := IEC(in); got != want {
+			t.Errorf("IEC(%d) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,251 @@
+package tracer
+
+import (
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+)
+
+// fakeKernel builds kernel BTF with the given drop reasons, reset reasons,
+// tracepoint argument counts and functions.
+func fakeKernel(t *testing.T, drops, rsts map[string]uint32, tps map[string]int, funcs ...string) *kernelFacts {
+	t.Helper()
+	u64 := &btf.Int{Name: "u64", Size: 8}
+	var types []btf.Type
+	enum := func(name, prefix string, vals map[string]uint32) {
+		e := &btf.Enum{Name: name, Size: 4}
+		for n, v := range vals {
+			e.Values = append(e.Values, btf.EnumValue{Name: prefix + n, Value: uint64(v)})
+		}
+		types = append(types, e)
+	}
+	if drops != nil {
+		enum("skb_drop_reason", "SKB_DROP_REASON_", drops)
+	}
+	if rsts != nil {
+		enum("sk_rst_reason", "SK_RST_REASON_", rsts)
+	}
+	types = append(types, &btf.Struct{Name: "sk_buff", Size: 232})
+	for name, n := range tps {
+		params := []btf.FuncParam{{Name: "__data", Type: &btf.Pointer{Target: &btf.Void{}}}}
+		for i := 0; i < n; i++ {
+			params = append(params, btf.FuncParam{Type: u64})
+		}
+		types = append(types, &btf.Typedef{Name: "btf_trace_" + name,
+			Type: &btf.Pointer{Target: &btf.FuncProto{Return: &btf.Void{}, Params: params}}})
+	}
+	for _, fn := range funcs {
+		types = append(types, &btf.Func{Name: fn, Linkage: btf.GlobalFunc,
+			Type: &btf.FuncProto{Return: u64, Params: []btf.FuncParam{{Name: "sk", Type: u64}}}})
+	}
+	b, err := btf.NewBuilder(types, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := b.Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := factsFromSpec(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// The numbering of drop reasons moves between kernels; slots must follow names.
+func TestDropSlotsFollowNames(t *testing.T) {
+	for _, tc := range []struct {
+		kernel string
+		drops  map[string]uint32
+	}{
+		{"6.1", map[string]uint32{"NOT_SPECIFIED": 2, "SOCKET_RCVBUFF": 15, "PROTO_MEM": 16, "SOCKET_BACKLOG": 23, "TCP_OFO_QUEUE_PRUNE": 43}},
+		{"6.12", map[string]uint32{"SOCKET_RCVBUFF": 6, "PROTO_MEM": 19, "SOCKET_BACKLOG": 27, "TCP_OFO_QUEUE_PRUNE": 50}},
+		{"6.18", map[string]uint32{"SOCKET_RCVBUFF": 6, "PROTO_MEM": 20, "SOCKET_BACKLOG": 29, "TCP_OFO_QUEUE_PRUNE": 52}},
+	} {
+		k := fakeKernel(t, tc.drops, nil, nil)
+		table, found := k.dropSlots()
+		for i, name := range MemoryDropReasons {
+			v := tc.drops[name]
+			if got := table[v]; got != uint8(i+1) {
+				t.Errorf("%s: slot of %s (%d) = %d, want %d", tc.kernel, name, v, got, i+1)
+			}
+			if found[name] != v {
+				t.Errorf("%s: found[%s] = %d, want %d", tc.kernel, name, found[name], v)
+			}
+		}
+		var used int
+		for _, s := range table {
+			if s != 0 {
+				used++
+			}
+		}
+		if used != len(MemoryDropReasons) {
+			t.Errorf("%s: %d slots set, want %d (NOT_SPECIFIED must not be counted)", tc.kernel, used, len(MemoryDropReasons))
+		}
+	}
+}
+
+func TestMissingReasonIsReported(t *testing.T) {
+	k := fakeKernel(t, map[string]uint32{"PROTO_MEM": 16}, nil, map[string]int{"kfree_skb": 3})
+	_, found := k.dropSlots()
+	if len(found) != 1 {
+		t.Fatalf("found %v, want only PROTO_MEM", found)
+	}
+	h := selectHooks(k, HooksAuto, func(string, ebpf.AttachType) error { return nil })[2]
+	if !strings.Contains(strings.Join(h.Notes, "\n"), "SOCKET_BACKLOG is not a drop reason") {
+		t.Errorf("notes %q do not name the missing reason", h.Notes)
+	}
+}
+
+func TestSockMinSndbuf(t *testing.T) {
+	k := fakeKernel(t, nil, nil, nil)
+	if got := k.sockMinSndbuf(); got != 4608 { // measured value for sizeof(sk_buff) = 232
+		t.Errorf("SOCK_MIN_SNDBUF = %d, want 4608", got)
+	}
+}
+
+func TestSelectHooks(t *testing.T) {
+	eperm := func(string, ebpf.AttachType) error { return unix.EPERM }
+	allow := func(string, ebpf.AttachType) error { return nil }
+	modern := map[string]int{"kfree_skb": 4, "tcp_send_reset": 3, "sock_exceed_buf_limit": 4,
+		"sock_send_length": 3, "sock_recv_length": 3, "inet_sock_set_state": 3, "tcp_destroy_sock": 1}
+	drops := map[string]uint32{"PROTO_MEM": 20, "SOCKET_BACKLOG": 29, "TCP_OFO_QUEUE_PRUNE": 52, "SOCKET_RCVBUFF": 6}
+	rst := map[string]uint32{"TCP_ABORT_ON_MEMORY": 13}
+	fns := []string{"tcp_check_oom", "tcp_enter_memory_pressure", "tcp_leave_memory_pressure"}
+
+	using := func(hooks []Hook) map[string]string {
+		m := map[string]string{}
+		for _, h := range hooks {
+			m[h.Event] = h.Using
+		}
+		return m
+	}
+
+	// This machine: fentry refused, tracepoints everywhere.
+	hooks := selectHooks(fakeKernel(t, drops, rst, modern, fns...), HooksAuto, eperm)
+	u := using(hooks)
+	if u[EventAborts] != "tp_btf/tcp_send_reset reason TCP_ABORT_ON_MEMORY=13" {
+		t.Errorf("aborts: %q", u[EventAborts])
+	}
+	if got := hooks[0].Rejected; len(got) != 1 || got[0].Hook != "fexit/tcp_check_oom" || got[0].Reason != "operation not permitted" {
+		t.Errorf("aborts rejected: %+v", got)
+	}
+	if u[EventPressure] != variantSampled {
+		t.Errorf("pressure: %q", u[EventPressure])
+	}
+	if !strings.HasPrefix(u[EventDrops], "tp_btf/kfree_skb (rx_sk) reasons PROTO_MEM=20 SOCKET_BACKLOG=29") {
+		t.Errorf("drops: %q", u[EventDrops])
+	}
+
+	// A kernel that allows fexit.
+	hooks = selectHooks(fakeKernel(t, drops, rst, modern, fns...), HooksAuto, allow)
+	u = using(hooks)
+	if u[EventAborts] != "fexit/tcp_check_oom" || !strings.HasPrefix(u[EventPressure], "fexit/tcp_enter_memory_pressure") {
+		t.Errorf("fexit kernel: %v", u)
+	}
+	if !reflect.DeepEqual(hooks[0].programs, []string{bpfProgFexitTcpCheckOom}) {
+		t.Errorf("programs %v", hooks[0].programs)
+	}
+	// ... unless told not to.
+	hooks = selectHooks(fakeKernel(t, drops, rst, modern, fns...), HooksTracepoints, allow)
+	if using(hooks)[EventAborts] != "tp_btf/tcp_send_reset reason TCP_ABORT_ON_MEMORY=13" {
+		t.Errorf("--hooks=tracepoints still chose %q", using(hooks)[EventAborts])
+	}
+
+	// 6.1-like: no reset reasons, kfree_skb without rx_sk, no fexit: aborts unavailable, said why.
+	old := map[string]int{"kfree_skb": 3, "tcp_send_reset": 2, "sock_exceed_buf_limit": 4, "inet_sock_set_state": 3, "tcp_destroy_sock": 1}
+	hooks = selectHooks(fakeKernel(t, drops, nil, old, fns...), HooksAuto, eperm)
+	u = using(hooks)
+	if hooks[0].Available() {
+		t.Errorf("aborts available on a kernel with no way to see them: %q", u[EventAborts])
+	}
+	if r := hooks[0].Rejected; len(r) != 2 || !strings.Contains(r[1].Reason, "6.10") {
+		t.Errorf("aborts rejected: %+v", r)
+	}
+	if !strings.HasPrefix(u[EventDrops], "tp_btf/kfree_skb (skb->sk)") {
+		t.Errorf("drops on 6.1: %q", u[EventDrops])
+	}
+	if n := strings.Join(hooks[1].Notes, " "); !strings.Contains(n, "sock_send_length") {
+		t.Errorf("pressure notes on a pre-6.3 kernel: %q", n)
+	}
+}
+
+func TestShortReason(t *testing.T) {
+	if got := shortReason(errors.Join(errors.New("load program"), unix.EPERM)); got != "operation not permitted" {
+		t.Errorf("EPERM -> %q", got)
+	}
+}
+
+// The running kernel's names resolve (BTF is world-readable: no root needed).
+func TestRunningKernelReasons(t *testing.T) {
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		t.Skip("no kernel BTF")
+	}
+	k, err := loadKernelFacts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, found := k.dropSlots()
+	if _, ok := found["PROTO_MEM"]; !ok {
+		t.Errorf("PROTO_MEM not resolved on this kernel: %v", found)
+	}
+	if k.sockMinSndbuf() < 4096 {
+		t.Errorf("SOCK_MIN_SNDBUF %d", k.sockMinSndbuf())
+	}
+}
+
+// The Go mirror of the C types must match the object's BTF exactly.
+func TestGoTypesMatchC(t *testing.T) {
+	spec, err := loadBpf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		goT  reflect.Type
+	}{
+		{"event", reflect.TypeOf(bpfEvent{})},
+		{"counters", reflect.TypeOf(bpfCounters{})},
+		{"owner", reflect.TypeOf(bpfOwner{})},
+	} {
+		var st *btf.Struct
+		if err := spec.Types.TypeByName(tc.name, &st); err != nil {
+			t.Fatal(err)
+		}
+		if int(st.Size) != int(tc.goT.Size()) {
+			t.Errorf("struct %s: C size %d, Go size %d", tc.name, st.Size, tc.goT.Size())
+		}
+		var goFields []reflect.StructField
+		for i := 0; i < tc.goT.NumField(); i++ {
+			if f := tc.goT.Field(i); f.Name != "_" {
+				goFields = append(goFields, f)
+			}
+		}
+		if len(goFields) != len(st.Members) {
+			t.Fatalf("struct %s: %d C members, %d Go fields", tc.name, len(st.Members), len(goFields))
+		}
+		for i, m := range st.Members {
+			if off := goFields[i].Offset; uint32(off*8) != uint32(m.Offset) {
+				t.Errorf("%s.%s: C offset %d bits, Go %s at %d bytes", tc.name, m.Name, m.Offset, goFields[i].Name, off)
+			}
+		}
+	}
+	var c bpfCounters
+	if len(c.TcpDrops) != dropSlots || len(MemoryDropReasons) >= dropSlots {
+		t.Errorf("DROP_SLOTS %d, Go dropSlots %d, %d tracked reasons", len(c.TcpDrops), dropSlots, len(MemoryDropReasons))
+	}
+	if sz := spec.Variables[bpfVarDropSlot].Size(); sz != maxDropReasons {
+		t.Errorf("drop_slot has %d entries, Go maxDropReasons %d", sz, maxDropReasons)
+	}
+	if eventSize != int(unsafe.Sizeof(bpfEvent{})) {
+		t.Error("eventSize")
+	}
+}
