@@ -8,6 +8,9 @@ CLANG_VERSION := 14.0.6
 BPF2GO_CFLAGS := -O2 -g -Wall -Werror -mcpu=v3
 GO_TEST_FLAGS ?=
 
+# sudo's secure_path usually lacks the Go toolchain.
+export PATH := $(PATH):/usr/local/go/bin
+
 export BPF2GO_CC := $(CLANG)
 export BPF2GO_STRIP := $(STRIP)
 export BPF2GO_CFLAGS

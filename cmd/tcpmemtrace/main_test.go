@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,7 +32,11 @@ func TestMain(m *testing.M) {
 	}
 	os.Chmod(dir, 0o755) // the not-root test runs it as nobody
 	binary = filepath.Join(dir, "tcpmemtrace")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+	gotool, err := exec.LookPath("go")
+	if err != nil {
+		gotool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	if out, err := exec.Command(gotool, "build", "-o", binary, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building tcpmemtrace: %v\n%s", err, out)
 		os.Exit(1)
 	}

@@ -52,15 +52,16 @@ func protoName(p uint8) string {
 	return fmt.Sprint(p)
 }
 
-// memZone says where allocated pages stand against tcp_mem.
-func memZone(alloc int64, lim [3]int64) string {
+// memVsLimits says where allocated pages stand against the tcp_mem
+// watermark they crossed: "mem 3068 > high 3000 pages".
+func memVsLimits(alloc int64, lim [3]int64) string {
 	switch {
 	case lim[2] > 0 && alloc > lim[2]:
-		return "above high"
+		return fmt.Sprintf("mem %d > high %d pages", alloc, lim[2])
 	case lim[1] > 0 && alloc > lim[1]:
-		return "above pressure"
+		return fmt.Sprintf("mem %d > pressure %d pages (high %d)", alloc, lim[1], lim[2])
 	case lim[0] > 0 && alloc > lim[0]:
-		return "above low"
+		return fmt.Sprintf("mem %d > low %d pages (high %d)", alloc, lim[0], lim[2])
 	}
-	return "below low"
+	return fmt.Sprintf("mem %d <= low %d pages", alloc, lim[0])
 }

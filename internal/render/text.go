@@ -20,7 +20,7 @@ type Text struct {
 // NewText writes to w.
 func NewText(w io.Writer) *Text { return &Text{w: bufio.NewWriter(w), pageSize: 4096} }
 
-const lineFormat = "%-12s %-7s %-15s %-39s %-39s %-11s %-19s %s\n"
+const lineFormat = "%-12s %-7s %-15s %-21s %-21s %-11s %-19s %s\n"
 
 // Start writes the header: kernel, tcp_mem in pages and bytes, hooks.
 func (t *Text) Start(info tracer.Info) error {
@@ -75,8 +75,7 @@ func (t *Text) Event(e *tracer.Event) error {
 	}
 	var event string
 	var detail []string
-	mem := fmt.Sprintf("mem %d pages %s (tcp_mem %d/%d/%d)", e.Mem.Allocated,
-		memZone(e.Mem.Allocated, e.Mem.Limits), e.Mem.Limits[0], e.Mem.Limits[1], e.Mem.Limits[2])
+	mem := memVsLimits(e.Mem.Allocated, e.Mem.Limits)
 	s := e.Socket
 	switch e.Kind {
 	case tracer.KindAbort:
