@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/tcpmemtrace/tcpmemtrace/internal/privtest"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/render"
@@ -230,5 +232,66 @@ func TestOutOfMemoryEndToEnd(t *testing.T) {
 	}
 	if _, err := io.ReadAll(stdout); err != nil && !errors.Is(err, os.ErrClosed) {
 		t.Error(err)
+	}
+}
+
+// ourPrograms counts loaded BPF programs with our programs' names.
+func ourPrograms(t *testing.T) int {
+	t.Helper()
+	n := 0
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return n
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if info, err := p.Info(); err == nil && (strings.HasPrefix(info.Name, "tp_") || strings.HasPrefix(info.Name, "fexit_")) {
+			n++
+		}
+		p.Close()
+	}
+}
+
+// SIGTERM (and SIGINT, driven above) end with a summary, exit 0, and leave
+// nothing attached.
+func TestSigtermDetaches(t *testing.T) {
+	privtest.Require(t)
+	if n := ourPrograms(t); n != 0 {
+		t.Skipf("%d programs named like ours already loaded (another tracer running?)", n)
+	}
+	cmd := exec.Command(binary, "--json")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || !strings.Contains(lines.Text(), `"type":"start"`) {
+		t.Fatalf("no start line: %q", lines.Text())
+	}
+	if n := ourPrograms(t); n == 0 {
+		t.Fatal("no programs loaded while tracing")
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	var last string
+	for lines.Scan() {
+		last = lines.Text()
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	if !strings.Contains(last, `"type":"summary"`) {
+		t.Errorf("last line %q is not the summary", last)
+	}
+	if n := ourPrograms(t); n != 0 {
+		t.Errorf("%d programs still loaded after exit", n)
 	}
 }
