@@ -1,8 +1,9 @@
 //go:build ignore
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * tcpmemtrace: count every TCP socket-memory event exactly (per-CPU
- * counters) and sample each one to a ringbuf with its socket and owner.
+ * tcpmemtrace: count every TCP socket-memory event exactly (per-CPU totals,
+ * per-owner counts) and sample each one to a ringbuf with its socket and
+ * the process that owns the socket.
  *
  * One handler per kernel event; thin wrappers per hook type. Userspace
  * probes the kernel, keeps the programs it will attach and drops the rest.
@@ -18,11 +19,14 @@
 #define AF_INET6 10
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Keeps struct event in the object's BTF for bpf2go's Go type. */
+/* Keeps struct event and owner_key in the object's BTF for bpf2go. */
 const struct event *unused_event __attribute__((unused));
+const struct owner_key *unused_owner_key __attribute__((unused));
 
 /* Kernel drop-reason value -> counter slot; 0 = not a memory drop. Filled
  * from the running kernel's BTF by name, since the numbers move. */
@@ -33,6 +37,11 @@ const volatile __u32 rst_abort_on_memory = 0xffffffff;
 const volatile __u32 sock_min_sndbuf = 4608;
 /* Only count events of this network namespace (inode); 0 = all. */
 const volatile __u32 filter_netns = 0;
+/* Owner filters: FILTER_* bits, and their arguments. */
+const volatile __u8 filter_owner = 0;
+const volatile __u64 filter_comm[2] = {};
+const volatile __u64 filter_cgroup_id = 0;
+const volatile __u32 filter_cgroup_level = 0;
 
 /* Last value of tcp_memory_pressure seen: the jiffies at which the current
  * episode began, or 0. Updated by CAS so one CPU reports each transition. */
@@ -59,6 +68,25 @@ struct {
 	__type(value, struct owner);
 } owners SEC(".maps");
 
+/* Not LRU: an evicted owner would lose counts. Userspace inserts the
+ * overflow key before attaching. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct owner_key);
+	__type(value, struct owner_stats);
+} owner_totals SEC(".maps");
+
+/* -p/--pid: the selected tgids. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} pid_filter SEC(".maps");
+
+static const struct owner_stats zero_stats;
+
 static __always_inline struct counters *totals_get(void)
 {
 	__u32 zero = 0;
@@ -72,6 +100,14 @@ static __always_inline void add(__u64 *p, __u64 v)
 {
 	__sync_fetch_and_add(p, v);
 }
+
+/* Count in the totals and, when known, in the owner's counts. */
+#define COUNT(tot, own, field, v)                                                                  \
+	do {                                                                                       \
+		add(&(tot)->all.field, v);                                                         \
+		if (own)                                                                           \
+			add(&(own)->field, v);                                                     \
+	} while (0)
 
 static __always_inline __u32 sk_netns(const struct sock *sk)
 {
@@ -113,6 +149,57 @@ static __always_inline __u64 pressure_now(void)
 	return v == PRESSURE_UNKNOWN ? 0 : v;
 }
 
+static __always_inline struct owner *owner_of(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+
+	return bpf_map_lookup_elem(&owners, &key);
+}
+
+/* Owner filters run before anything is counted: filtered totals are the
+ * selected owners' totals. An unknown owner matches no filter. */
+static __always_inline bool owner_selected(const struct owner *o)
+{
+	if (!filter_owner)
+		return true;
+	if (!o)
+		return false;
+	if ((filter_owner & FILTER_PID) && !bpf_map_lookup_elem(&pid_filter, &o->tgid))
+		return false;
+	if ((filter_owner & FILTER_COMM) && (((const __u64 *)o->comm)[0] != filter_comm[0] ||
+					     ((const __u64 *)o->comm)[1] != filter_comm[1]))
+		return false;
+	if ((filter_owner & FILTER_CGROUP) && !o->cgroup_match)
+		return false;
+	return true;
+}
+
+/* The owner's exact counts, created on first use; the overflow entry when
+ * the map is full. */
+static __always_inline struct counts *owner_counts(const struct owner *o)
+{
+	struct owner_key k = {};
+	struct owner_stats *s;
+
+	if (o) {
+		k.tgid = o->tgid;
+		k.cgroup_id = o->cgroup_id;
+	}
+	s = bpf_map_lookup_elem(&owner_totals, &k);
+	if (!s) {
+		bpf_map_update_elem(&owner_totals, &k, &zero_stats, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&owner_totals, &k);
+		if (s && o)
+			__builtin_memcpy(s->comm, o->comm, sizeof(s->comm));
+	}
+	if (!s) {
+		k.tgid = OVERFLOW_TGID;
+		k.cgroup_id = 0;
+		s = bpf_map_lookup_elem(&owner_totals, &k);
+	}
+	return s ? &s->c : NULL;
+}
+
 static __always_inline struct event *reserve(struct counters *c, __u8 kind)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -138,15 +225,14 @@ static __always_inline void fill_mem(struct event *e, const struct proto *prot)
 }
 
 /*
- * Socket identity, queues and owner; sk must be a full TCP socket. The
- * cookie helper takes only trusted pointers (hook arguments); a socket
+ * Socket identity, queues, cgroups and owner; sk must be a full TCP socket.
+ * The cookie helper takes only trusted pointers (hook arguments); a socket
  * reached through skb->sk gives its cookie only if one was made already.
  */
 static __always_inline void fill_sock(struct event *e, const struct sock *sk, __u32 netns,
-				      bool trusted)
+				      const struct owner *o, bool trusted)
 {
-	__u64 key = (__u64)sk;
-	struct owner *o;
+	struct mem_cgroup *memcg;
 
 	if (trusted)
 		e->cookie = bpf_get_socket_cookie((void *)sk);
@@ -176,12 +262,20 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk, __
 	e->rcvbuf = sk->sk_rcvbuf;
 	e->wmem_queued = sk->sk_wmem_queued;
 	e->sndbuf = sk->sk_sndbuf;
-	e->memcg = sk->sk_memcg != NULL;
+	e->orphan = !!(sk->__sk_common.skc_flags &
+		       (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DEAD)));
+	memcg = sk->sk_memcg;
+	if (memcg) {
+		e->memcg = 1;
+		e->memcg_id = memcg->css.cgroup->kn->id;
+	}
+	if (bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+		e->sk_cgroup_id = BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
 
-	o = bpf_map_lookup_elem(&owners, &key);
 	if (o) {
 		e->tgid = o->tgid;
 		e->cgroup_id = o->cgroup_id;
+		e->closed_ns = o->closed_ns;
 		__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
 	}
 }
@@ -205,8 +299,8 @@ static __always_inline void emit_pressure(const struct proto *prot, __u8 kind, _
 /*
  * The protocol's memory_pressure word is 0 or the jiffies at which the
  * episode began, so a change of value is an episode boundary. Global, not
- * per netns: reported whatever the filter. The first sample only learns
- * the state, so an episode older than the tracer is not counted.
+ * per netns or owner: reported whatever the filters. The first sample only
+ * learns the state, so an episode older than the tracer is not counted.
  */
 static __always_inline void sample_pressure(const struct sock *sk)
 {
@@ -226,6 +320,7 @@ static __always_inline void sample_pressure(const struct sock *sk)
 		emit_pressure(prot, EV_PRESSURE_LEAVE, old);
 }
 
+/* Owner from the current task; sk is only a key here. */
 static __always_inline void stamp_owner(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
@@ -239,6 +334,9 @@ static __always_inline void stamp_owner(const struct sock *sk)
 		return;
 	n.tgid = tgid;
 	n.cgroup_id = bpf_get_current_cgroup_id();
+	if (filter_owner & FILTER_CGROUP)
+		n.cgroup_match =
+			bpf_get_current_ancestor_cgroup_id(filter_cgroup_level) == filter_cgroup_id;
 	bpf_get_current_comm(n.comm, sizeof(n.comm));
 	bpf_map_update_elem(&owners, &key, &n, BPF_ANY);
 }
@@ -252,6 +350,8 @@ static __always_inline void handle_abort(const struct sock *sk, __u32 reason)
 {
 	const struct proto *prot;
 	struct counters *c;
+	struct counts *oc;
+	struct owner *o;
 	struct event *e;
 	__u32 netns;
 	bool oom;
@@ -262,18 +362,25 @@ static __always_inline void handle_abort(const struct sock *sk, __u32 reason)
 	netns = sk_netns(sk);
 	if (filter_netns && netns != filter_netns)
 		return;
+	o = owner_of(sk);
+	if (!owner_selected(o))
+		return;
 	c = totals_get();
 	if (!c)
 		return;
+	oc = owner_counts(o);
 	prot = sk->__sk_common.skc_prot;
 	oom = sk->sk_wmem_queued > (int)sock_min_sndbuf &&
 	      prot_allocated(prot) > prot_limit(prot, 2);
-	add(oom ? &c->mem_aborts : &c->orphan_aborts, 1);
+	if (oom)
+		COUNT(c, oc, mem_aborts, 1);
+	else
+		COUNT(c, oc, orphan_aborts, 1);
 
 	e = reserve(c, EV_ABORT);
 	if (!e)
 		return;
-	fill_sock(e, sk, netns, true);
+	fill_sock(e, sk, netns, o, true);
 	fill_mem(e, prot);
 	e->detail = oom ? CAUSE_MEMORY : CAUSE_ORPHANS;
 	e->reason = reason;
@@ -296,7 +403,9 @@ static __always_inline bool skb_is_tcp(const struct sk_buff *skb)
 static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, __u8 slot,
 				      const struct sock *sk, bool trusted)
 {
+	struct owner *o = NULL;
 	struct counters *c;
+	struct counts *oc;
 	struct event *e;
 	__u32 netns, len;
 	bool tcp;
@@ -312,16 +421,21 @@ static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, _
 	}
 	if (filter_netns && netns != filter_netns)
 		return 0;
+	if (sk && tcp)
+		o = owner_of(sk);
+	if (!owner_selected(o))
+		return 0;
 	c = totals_get();
 	if (!c)
 		return 0;
+	oc = owner_counts(o);
 	len = skb->len;
 	if (tcp) {
-		add(&c->tcp_drops[slot], 1);
-		add(&c->tcp_drop_bytes[slot], len);
+		COUNT(c, oc, tcp_drops[slot], 1);
+		COUNT(c, oc, tcp_drop_bytes[slot], len);
 	} else {
-		add(&c->other_drops[slot], 1);
-		add(&c->other_drop_bytes[slot], len);
+		COUNT(c, oc, other_drops[slot], 1);
+		COUNT(c, oc, other_drop_bytes[slot], len);
 	}
 	if (sk && tcp)
 		sample_pressure(sk);
@@ -334,7 +448,7 @@ static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, _
 	e->len = len;
 	e->truesize = skb->truesize;
 	if (sk && tcp) {
-		fill_sock(e, sk, netns, trusted);
+		fill_sock(e, sk, netns, o, trusted);
 		fill_mem(e, sk->__sk_common.skc_prot);
 	} else {
 		e->netns = netns;
@@ -424,6 +538,8 @@ int BPF_PROG(tp_sock_exceed_buf_limit, struct sock *sk, struct proto *prot, long
 	     int kind)
 {
 	struct counters *c;
+	struct counts *oc;
+	struct owner *o;
 	struct event *e;
 	__u32 netns;
 
@@ -433,15 +549,22 @@ int BPF_PROG(tp_sock_exceed_buf_limit, struct sock *sk, struct proto *prot, long
 	netns = sk_netns(sk);
 	if (filter_netns && netns != filter_netns)
 		return 0;
+	o = owner_of(sk);
+	if (!owner_selected(o))
+		return 0;
 	c = totals_get();
 	if (!c)
 		return 0;
-	add(kind ? &c->exceed_recv : &c->exceed_send, 1);
+	oc = owner_counts(o);
+	if (kind)
+		COUNT(c, oc, refusals_recv, 1);
+	else
+		COUNT(c, oc, refusals_send, 1);
 
-	e = reserve(c, EV_EXCEED);
+	e = reserve(c, EV_REFUSAL);
 	if (!e)
 		return 0;
-	fill_sock(e, sk, netns, true);
+	fill_sock(e, sk, netns, o, true);
 	fill_mem(e, prot);
 	e->allocated = allocated;
 	e->detail = kind ? 1 : 0;
@@ -476,14 +599,23 @@ int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 }
 
 /* connect() and listen() run in the owner's context; the passive side's
- * SYN_RECV -> ESTABLISHED does not (accept exit covers it). */
+ * SYN_RECV -> ESTABLISHED does not (accept exit covers it). FIN_WAIT1 and
+ * LAST_ACK are entered only by close()/shutdown(): the close time an
+ * orphan keeps. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_inet_sock_set_state, const struct sock *sk, int oldstate, int newstate)
 {
+	struct owner *o;
+
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	if (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)
+	if (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN) {
 		stamp_owner(sk);
+	} else if (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) {
+		o = owner_of(sk);
+		if (o && !o->closed_ns)
+			o->closed_ns = bpf_ktime_get_boot_ns();
+	}
 	return 0;
 }
 
@@ -496,29 +628,35 @@ int BPF_PROG(tp_tcp_destroy_sock, struct sock *sk)
 	return 0;
 }
 
-/* A reader that never reads is seen only here: fd -> file -> socket. */
-static __always_inline int stamp_fd(long fd)
+/* fd -> socket -> sk of the current task (classic tracepoints get no BTF
+ * pointers, so this walks with CO-RE reads). */
+static __always_inline struct sock *fd_sock(long fd)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
 	struct file **fds, *f = NULL;
 	struct fdtable *fdt;
 	struct socket *sock;
-	struct sock *sk;
 
 	if (fd < 0)
-		return 0;
+		return NULL;
 	fdt = BPF_CORE_READ(task, files, fdt);
 	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
+		return NULL;
 	fds = BPF_CORE_READ(fdt, fd);
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
 	if (!f)
-		return 0;
+		return NULL;
 	sock = BPF_CORE_READ(f, private_data);
-	sk = BPF_CORE_READ(sock, sk);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
-	stamp_owner(sk);
+	return BPF_CORE_READ(sock, sk);
+}
+
+/* A reader that never reads is seen only here. */
+static __always_inline int stamp_fd(long fd)
+{
+	struct sock *sk = fd_sock(fd);
+
+	if (sk && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP)
+		stamp_owner(sk);
 	return 0;
 }
 
@@ -532,4 +670,59 @@ SEC("tracepoint/syscalls/sys_exit_accept")
 int tp_sys_exit_accept(struct trace_event_raw_sys_exit *ctx)
 {
 	return stamp_fd(ctx->ret);
+}
+
+/* ---- startup snapshot ------------------------------------------------------ */
+
+/* Cgroup v2 ancestor of a task at a level (cgroup->ancestors[], 6.2+ as
+ * struct pointers; before, ancestor_ids[] held the ids). */
+struct cgroup___old {
+	u64 ancestor_ids[0];
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 task_ancestor_cgroup(struct cgroup *cg, __u32 level)
+{
+	struct cgroup *anc = NULL;
+
+	if (level > BPF_CORE_READ(cg, level))
+		return 0;
+	if (bpf_core_field_exists(cg->ancestors)) {
+		bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[level]);
+		return anc ? BPF_CORE_READ(anc, kn, id) : 0;
+	}
+	__u64 id = 0;
+	bpf_probe_read_kernel(&id, sizeof(id), &((struct cgroup___old *)cg)->ancestor_ids[level]);
+	return id;
+}
+
+/* Every TCP socket open when the tracer starts gets the owner of an fd that
+ * holds it; hooks that stamped it already win (BPF_NOEXIST). */
+SEC("iter/task_file")
+int snapshot_owners(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct owner n = {};
+	struct socket *sock;
+	struct cgroup *cg;
+	struct sock *sk;
+	__u64 key;
+
+	if (!task || !file)
+		return 0;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	n.tgid = BPF_CORE_READ(task, tgid);
+	bpf_probe_read_kernel_str(n.comm, sizeof(n.comm), task->comm);
+	cg = BPF_CORE_READ(task, cgroups, dfl_cgrp);
+	n.cgroup_id = BPF_CORE_READ(cg, kn, id);
+	if (filter_owner & FILTER_CGROUP)
+		n.cgroup_match = task_ancestor_cgroup(cg, filter_cgroup_level) == filter_cgroup_id;
+	key = (__u64)sk;
+	bpf_map_update_elem(&owners, &key, &n, BPF_NOEXIST);
+	return 0;
 }

@@ -20,7 +20,7 @@
 enum event_kind {
 	EV_ABORT = 1,
 	EV_DROP = 2,
-	EV_EXCEED = 3,
+	EV_REFUSAL = 3,
 	EV_PRESSURE_ENTER = 4,
 	EV_PRESSURE_LEAVE = 5,
 };
@@ -30,27 +30,55 @@ enum abort_cause {
 	CAUSE_ORPHANS = 2, /* otherwise tcp_too_many_orphans() was true */
 };
 
-/* Exact in-kernel totals, one copy per CPU. */
-struct counters {
+/* Counts kept in total and per owner. */
+struct counts {
 	__u64 mem_aborts;
 	__u64 orphan_aborts;
-	__u64 pressure_enters;
-	__u64 pressure_leaves;
-	__u64 exceed_send;
-	__u64 exceed_recv;
-	__u64 lost_samples;
+	__u64 refusals_send;
+	__u64 refusals_recv;
 	__u64 tcp_drops[DROP_SLOTS];
 	__u64 tcp_drop_bytes[DROP_SLOTS];
 	__u64 other_drops[DROP_SLOTS];
 	__u64 other_drop_bytes[DROP_SLOTS];
 };
 
+/* Exact in-kernel totals, one copy per CPU. */
+struct counters {
+	struct counts all;
+	__u64 pressure_enters;
+	__u64 pressure_leaves;
+	__u64 lost_samples;
+};
+
 /* Who owns a socket, stamped from process context. */
 struct owner {
 	__u64 cgroup_id;
+	__u64 closed_ns; /* when close()/shutdown() sent the FIN; 0 before */
 	__u32 tgid;
+	__u8 cgroup_match; /* inside the --cgroup filter's subtree */
+	__u8 pad[3];
 	char comm[TASK_COMM_LEN];
 };
+
+/* Per-owner counts: exact, like the totals. Owners that do not fit in the
+ * map are counted under OVERFLOW_TGID. */
+#define OVERFLOW_TGID 0xffffffff
+
+struct owner_key {
+	__u32 tgid;
+	__u32 pad;
+	__u64 cgroup_id;
+};
+
+struct owner_stats {
+	char comm[TASK_COMM_LEN];
+	struct counts c;
+};
+
+/* Owner filters in force (filter_owner bits). */
+#define FILTER_PID 1
+#define FILTER_COMM 2
+#define FILTER_CGROUP 4
 
 /* One sampled record in the ringbuf. */
 struct event {
@@ -60,6 +88,9 @@ struct event {
 	__s64 allocated; /* protocol pages in use (exceed: the value decided on) */
 	__s64 mem_limit[3]; /* tcp_mem in pages */
 	__u64 cgroup_id; /* owner's cgroup v2 id */
+	__u64 sk_cgroup_id; /* the socket's own cgroup v2 id (its creator's) */
+	__u64 memcg_id; /* the socket's memory cgroup, 0 when not charged */
+	__u64 closed_ns; /* the owner's close()/shutdown(), boot ns; 0 if not closed */
 	__u32 tgid; /* owner; 0 when unknown */
 	__u32 cur_tgid; /* task that ran the hook */
 	__u32 netns; /* network namespace inode */
@@ -80,7 +111,7 @@ struct event {
 	__u8 state; /* TCP state at the event */
 	__u8 protocol;
 	__u8 memcg; /* socket charged to a memory cgroup */
-	__u8 pad;
+	__u8 orphan; /* SOCK_DEAD: closed by its owner, still alive */
 	char comm[TASK_COMM_LEN]; /* owner's */
 };
 

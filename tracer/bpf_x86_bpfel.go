@@ -15,13 +15,18 @@ import (
 
 type bpfCounters struct {
 	_              structs.HostLayout
-	MemAborts      uint64
-	OrphanAborts   uint64
+	All            bpfCounts
 	PressureEnters uint64
 	PressureLeaves uint64
-	ExceedSend     uint64
-	ExceedRecv     uint64
 	LostSamples    uint64
+}
+
+type bpfCounts struct {
+	_              structs.HostLayout
+	MemAborts      uint64
+	OrphanAborts   uint64
+	RefusalsSend   uint64
+	RefusalsRecv   uint64
 	TcpDrops       [8]uint64
 	TcpDropBytes   [8]uint64
 	OtherDrops     [8]uint64
@@ -36,6 +41,9 @@ type bpfEvent struct {
 	Allocated  int64
 	MemLimit   [3]int64
 	CgroupId   uint64
+	SkCgroupId uint64
+	MemcgId    uint64
+	ClosedNs   uint64
 	Tgid       uint32
 	CurTgid    uint32
 	Netns      uint32
@@ -56,17 +64,32 @@ type bpfEvent struct {
 	State      uint8
 	Protocol   uint8
 	Memcg      uint8
-	Pad        uint8
+	Orphan     uint8
 	Comm       [16]int8
 	_          [4]byte
 }
 
 type bpfOwner struct {
+	_           structs.HostLayout
+	CgroupId    uint64
+	ClosedNs    uint64
+	Tgid        uint32
+	CgroupMatch uint8
+	Pad         [3]uint8
+	Comm        [16]int8
+}
+
+type bpfOwnerKey struct {
 	_        structs.HostLayout
-	CgroupId uint64
 	Tgid     uint32
-	Comm     [16]int8
-	_        [4]byte
+	Pad      uint32
+	CgroupId uint64
+}
+
+type bpfOwnerStats struct {
+	_    structs.HostLayout
+	Comm [16]int8
+	C    bpfCounts
 }
 
 // Names of all BPF objects in the ELF.
@@ -74,11 +97,14 @@ type bpfOwner struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	bpfMapEvents                       = "events"
+	bpfMapOwnerTotals                  = "owner_totals"
 	bpfMapOwners                       = "owners"
+	bpfMapPidFilter                    = "pid_filter"
 	bpfMapTotals                       = "totals"
 	bpfProgFexitTcpCheckOom            = "fexit_tcp_check_oom"
 	bpfProgFexitTcpEnterMemoryPressure = "fexit_tcp_enter_memory_pressure"
 	bpfProgFexitTcpLeaveMemoryPressure = "fexit_tcp_leave_memory_pressure"
+	bpfProgSnapshotOwners              = "snapshot_owners"
 	bpfProgTpInetSockSetState          = "tp_inet_sock_set_state"
 	bpfProgTpKfreeSkb                  = "tp_kfree_skb"
 	bpfProgTpKfreeSkbNorxsk            = "tp_kfree_skb_norxsk"
@@ -90,11 +116,16 @@ const (
 	bpfProgTpTcpDestroySock            = "tp_tcp_destroy_sock"
 	bpfProgTpTcpSendReset              = "tp_tcp_send_reset"
 	bpfVarDropSlot                     = "drop_slot"
+	bpfVarFilterCgroupId               = "filter_cgroup_id"
+	bpfVarFilterCgroupLevel            = "filter_cgroup_level"
+	bpfVarFilterComm                   = "filter_comm"
 	bpfVarFilterNetns                  = "filter_netns"
+	bpfVarFilterOwner                  = "filter_owner"
 	bpfVarPressureCur                  = "pressure_cur"
 	bpfVarRstAbortOnMemory             = "rst_abort_on_memory"
 	bpfVarSockMinSndbuf                = "sock_min_sndbuf"
 	bpfVarUnusedEvent                  = "unused_event"
+	bpfVarUnusedOwnerKey               = "unused_owner_key"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -142,6 +173,7 @@ type bpfProgramSpecs struct {
 	FexitTcpCheckOom            *ebpf.ProgramSpec `ebpf:"fexit_tcp_check_oom"`
 	FexitTcpEnterMemoryPressure *ebpf.ProgramSpec `ebpf:"fexit_tcp_enter_memory_pressure"`
 	FexitTcpLeaveMemoryPressure *ebpf.ProgramSpec `ebpf:"fexit_tcp_leave_memory_pressure"`
+	SnapshotOwners              *ebpf.ProgramSpec `ebpf:"snapshot_owners"`
 	TpInetSockSetState          *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                  *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
 	TpKfreeSkbNorxsk            *ebpf.ProgramSpec `ebpf:"tp_kfree_skb_norxsk"`
@@ -158,21 +190,28 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Events *ebpf.MapSpec `ebpf:"events"`
-	Owners *ebpf.MapSpec `ebpf:"owners"`
-	Totals *ebpf.MapSpec `ebpf:"totals"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	OwnerTotals *ebpf.MapSpec `ebpf:"owner_totals"`
+	Owners      *ebpf.MapSpec `ebpf:"owners"`
+	PidFilter   *ebpf.MapSpec `ebpf:"pid_filter"`
+	Totals      *ebpf.MapSpec `ebpf:"totals"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
-	DropSlot         *ebpf.VariableSpec `ebpf:"drop_slot"`
-	FilterNetns      *ebpf.VariableSpec `ebpf:"filter_netns"`
-	PressureCur      *ebpf.VariableSpec `ebpf:"pressure_cur"`
-	RstAbortOnMemory *ebpf.VariableSpec `ebpf:"rst_abort_on_memory"`
-	SockMinSndbuf    *ebpf.VariableSpec `ebpf:"sock_min_sndbuf"`
-	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	DropSlot          *ebpf.VariableSpec `ebpf:"drop_slot"`
+	FilterCgroupId    *ebpf.VariableSpec `ebpf:"filter_cgroup_id"`
+	FilterCgroupLevel *ebpf.VariableSpec `ebpf:"filter_cgroup_level"`
+	FilterComm        *ebpf.VariableSpec `ebpf:"filter_comm"`
+	FilterNetns       *ebpf.VariableSpec `ebpf:"filter_netns"`
+	FilterOwner       *ebpf.VariableSpec `ebpf:"filter_owner"`
+	PressureCur       *ebpf.VariableSpec `ebpf:"pressure_cur"`
+	RstAbortOnMemory  *ebpf.VariableSpec `ebpf:"rst_abort_on_memory"`
+	SockMinSndbuf     *ebpf.VariableSpec `ebpf:"sock_min_sndbuf"`
+	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedOwnerKey    *ebpf.VariableSpec `ebpf:"unused_owner_key"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -195,15 +234,19 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Events *ebpf.Map `ebpf:"events"`
-	Owners *ebpf.Map `ebpf:"owners"`
-	Totals *ebpf.Map `ebpf:"totals"`
+	Events      *ebpf.Map `ebpf:"events"`
+	OwnerTotals *ebpf.Map `ebpf:"owner_totals"`
+	Owners      *ebpf.Map `ebpf:"owners"`
+	PidFilter   *ebpf.Map `ebpf:"pid_filter"`
+	Totals      *ebpf.Map `ebpf:"totals"`
 }
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
 		m.Events,
+		m.OwnerTotals,
 		m.Owners,
+		m.PidFilter,
 		m.Totals,
 	)
 }
@@ -212,12 +255,17 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
-	DropSlot         *ebpf.Variable `ebpf:"drop_slot"`
-	FilterNetns      *ebpf.Variable `ebpf:"filter_netns"`
-	PressureCur      *ebpf.Variable `ebpf:"pressure_cur"`
-	RstAbortOnMemory *ebpf.Variable `ebpf:"rst_abort_on_memory"`
-	SockMinSndbuf    *ebpf.Variable `ebpf:"sock_min_sndbuf"`
-	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	DropSlot          *ebpf.Variable `ebpf:"drop_slot"`
+	FilterCgroupId    *ebpf.Variable `ebpf:"filter_cgroup_id"`
+	FilterCgroupLevel *ebpf.Variable `ebpf:"filter_cgroup_level"`
+	FilterComm        *ebpf.Variable `ebpf:"filter_comm"`
+	FilterNetns       *ebpf.Variable `ebpf:"filter_netns"`
+	FilterOwner       *ebpf.Variable `ebpf:"filter_owner"`
+	PressureCur       *ebpf.Variable `ebpf:"pressure_cur"`
+	RstAbortOnMemory  *ebpf.Variable `ebpf:"rst_abort_on_memory"`
+	SockMinSndbuf     *ebpf.Variable `ebpf:"sock_min_sndbuf"`
+	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedOwnerKey    *ebpf.Variable `ebpf:"unused_owner_key"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.
@@ -227,6 +275,7 @@ type bpfPrograms struct {
 	FexitTcpCheckOom            *ebpf.Program `ebpf:"fexit_tcp_check_oom"`
 	FexitTcpEnterMemoryPressure *ebpf.Program `ebpf:"fexit_tcp_enter_memory_pressure"`
 	FexitTcpLeaveMemoryPressure *ebpf.Program `ebpf:"fexit_tcp_leave_memory_pressure"`
+	SnapshotOwners              *ebpf.Program `ebpf:"snapshot_owners"`
 	TpInetSockSetState          *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                  *ebpf.Program `ebpf:"tp_kfree_skb"`
 	TpKfreeSkbNorxsk            *ebpf.Program `ebpf:"tp_kfree_skb_norxsk"`
@@ -244,6 +293,7 @@ func (p *bpfPrograms) Close() error {
 		p.FexitTcpCheckOom,
 		p.FexitTcpEnterMemoryPressure,
 		p.FexitTcpLeaveMemoryPressure,
+		p.SnapshotOwners,
 		p.TpInetSockSetState,
 		p.TpKfreeSkb,
 		p.TpKfreeSkbNorxsk,

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"time"
 	"unsafe"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/owner"
 )
 
 // Limits of the BPF side (bpf/tcpmemtrace.h); a test checks them against the object.
@@ -58,15 +60,27 @@ type Socket struct {
 	Rcvbuf     int32
 	WmemQueued int32
 	Sndbuf     int32
-	Memcg      bool // charged to a memory cgroup
+	Memcg      bool   // charged to a memory cgroup
+	MemcgID    uint64 // that memory cgroup
+	MemcgPath  string
+	CgroupID   uint64 // the socket's own cgroup v2 (its creator's; accepted sockets: the listener's)
+	// Orphan: its owner closed it and the kernel still holds it (SOCK_DEAD).
+	Orphan bool
+	// ClosedAt is when the owner's close() or shutdown() sent the FIN.
+	ClosedAt time.Time
 }
 
 // Owner is the process that owns a socket (not whoever ran the hook).
 type Owner struct {
-	PID      uint32 // 0: not known
-	Comm     string
-	CgroupID uint64
+	PID        uint32 // 0: not known
+	Comm       string
+	CgroupID   uint64 // cgroup v2 id of the owner
+	CgroupPath string
+	Container  Container // zero when the path names none
 }
+
+// Container is the container, pod or systemd unit a cgroup path names.
+type Container = owner.Container
 
 // Mem is the protocol's memory state at the event, in pages.
 type Mem struct {
@@ -98,12 +112,13 @@ type decoder struct {
 	rstValue  uint32
 	bootToNow int64 // wall clock ns - CLOCK_BOOTTIME ns
 	comms     map[[16]int8]string
+	names     *namer // nil: ids only
 }
 
 var eventSize = int(unsafe.Sizeof(bpfEvent{}))
 
-func newDecoder(bootToWall int64, rstValue uint32) *decoder {
-	d := &decoder{rstValue: rstValue, bootToNow: bootToWall, comms: map[[16]int8]string{}}
+func newDecoder(bootToWall int64, rstValue uint32, names *namer) *decoder {
+	d := &decoder{rstValue: rstValue, bootToNow: bootToWall, comms: map[[16]int8]string{}, names: names}
 	for i, name := range MemoryDropReasons {
 		d.slots[i+1] = name
 	}
@@ -143,7 +158,16 @@ func (d *decoder) decode(raw []byte, ev *Event) error {
 	s.Cookie, s.NetNS, s.Family, s.Protocol = r.Cookie, r.Netns, r.Family, r.Protocol
 	s.State = State(r.State)
 	s.RmemAlloc, s.Rcvbuf, s.WmemQueued, s.Sndbuf = r.RmemAlloc, r.Rcvbuf, r.WmemQueued, r.Sndbuf
-	s.Memcg = r.Memcg != 0
+	s.Memcg, s.MemcgID, s.CgroupID, s.Orphan = r.Memcg != 0, r.MemcgId, r.SkCgroupId, r.Orphan != 0
+	if r.ClosedNs != 0 {
+		s.ClosedAt = time.Unix(0, d.bootToNow+int64(r.ClosedNs))
+	} else {
+		s.ClosedAt = time.Time{}
+	}
+	if d.names != nil {
+		d.names.owner(&ev.Owner)
+		s.MemcgPath = d.names.memcg(s.MemcgID)
+	}
 	switch r.Family {
 	case afInet:
 		s.Src = netip.AddrPortFrom(netip.AddrFrom4([4]byte(r.Saddr[:4])), r.Sport)
@@ -153,6 +177,14 @@ func (d *decoder) decode(raw []byte, ev *Event) error {
 		s.Dst = netip.AddrPortFrom(netip.AddrFrom16(r.Daddr), r.Dport)
 	}
 	return nil
+}
+
+// SinceClose is how long ago the owner closed the socket, at the event.
+func (e *Event) SinceClose() (time.Duration, bool) {
+	if e.Socket.ClosedAt.IsZero() {
+		return 0, false
+	}
+	return e.Time.Sub(e.Socket.ClosedAt), true
 }
 
 // comm interns command names: a storm repeats a few, so no allocation per event.

@@ -19,7 +19,7 @@ func comm(s string) (c [16]int8) {
 }
 
 func TestDecodeAbortV4(t *testing.T) {
-	d := newDecoder(1_000_000_000, 13)
+	d := newDecoder(1_000_000_000, 13, nil)
 	r := bpfEvent{
 		TsBootNs: 500, Kind: uint8(KindAbort), Detail: 1, Reason: 13, Family: afInet, Protocol: 6,
 		Sport: 41000, Dport: 80, State: 7, Tgid: 4242, CurTgid: 7, Comm: comm("nginx"),
@@ -52,7 +52,7 @@ func TestDecodeAbortV4(t *testing.T) {
 }
 
 func TestDecodeDropV6AndOrphans(t *testing.T) {
-	d := newDecoder(0, 13)
+	d := newDecoder(0, 13, nil)
 	r := bpfEvent{Kind: uint8(KindDrop), Detail: 1, Family: afInet6, Sport: 443, Dport: 5555, Len: 65483}
 	r.Saddr[15], r.Daddr[15] = 1, 1
 	var e Event
@@ -85,13 +85,13 @@ func TestDecodeDropV6AndOrphans(t *testing.T) {
 
 func TestDecodeShort(t *testing.T) {
 	var e Event
-	if err := newDecoder(0, 0).decode(make([]byte, eventSize-1), &e); err == nil {
+	if err := newDecoder(0, 0, nil).decode(make([]byte, eventSize-1), &e); err == nil {
 		t.Error("a short record decoded")
 	}
 }
 
 func TestDecodeDoesNotAllocate(t *testing.T) {
-	d := newDecoder(0, 13)
+	d := newDecoder(0, 13, nil)
 	r := bpfEvent{Kind: uint8(KindDrop), Detail: 1, Family: afInet, Comm: comm("tmt-reader")}
 	b := raw(&r)
 	var e Event
@@ -103,10 +103,10 @@ func TestDecodeDoesNotAllocate(t *testing.T) {
 
 func TestSumCounters(t *testing.T) {
 	cpus := make([]bpfCounters, 2)
-	cpus[0].MemAborts, cpus[1].MemAborts = 2, 3
-	cpus[0].TcpDrops[1], cpus[1].TcpDrops[1] = 10, 5
-	cpus[1].TcpDropBytes[1] = 700
-	cpus[0].OtherDrops[4] = 1
+	cpus[0].All.MemAborts, cpus[1].All.MemAborts = 2, 3
+	cpus[0].All.TcpDrops[1], cpus[1].All.TcpDrops[1] = 10, 5
+	cpus[1].All.TcpDropBytes[1] = 700
+	cpus[0].All.OtherDrops[4] = 1
 	cpus[0].LostSamples, cpus[1].PressureEnters = 4, 1
 	tot := sumCounters(cpus)
 	if tot.MemAborts != 5 || tot.Drops["PROTO_MEM"] != 15 || tot.DropBytes["PROTO_MEM"] != 700 ||

@@ -215,6 +215,9 @@ func TestGoTypesMatchC(t *testing.T) {
 		{"event", reflect.TypeOf(bpfEvent{})},
 		{"counters", reflect.TypeOf(bpfCounters{})},
 		{"owner", reflect.TypeOf(bpfOwner{})},
+		{"owner_key", reflect.TypeOf(bpfOwnerKey{})},
+		{"owner_stats", reflect.TypeOf(bpfOwnerStats{})},
+		{"counts", reflect.TypeOf(bpfCounts{})},
 	} {
 		var st *btf.Struct
 		if err := spec.Types.TypeByName(tc.name, &st); err != nil {
@@ -238,7 +241,7 @@ func TestGoTypesMatchC(t *testing.T) {
 			}
 		}
 	}
-	var c bpfCounters
+	var c bpfCounts
 	if len(c.TcpDrops) != dropSlots || len(MemoryDropReasons) >= dropSlots {
 		t.Errorf("DROP_SLOTS %d, Go dropSlots %d, %d tracked reasons", len(c.TcpDrops), dropSlots, len(MemoryDropReasons))
 	}

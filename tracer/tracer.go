@@ -8,8 +8,10 @@ package tracer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -30,7 +32,13 @@ type Config struct {
 	// NetNS restricts counts and events to one network namespace (its
 	// inode number); 0 traces all. Pressure is global and always counted.
 	NetNS uint32
-	Hooks HookPolicy
+	// Owner filters, applied in the kernel before counting: only sockets
+	// owned by one of PIDs (process ids), with command name Comm, or in
+	// the cgroup v2 subtree Cgroup. Sockets of unknown owner then match none.
+	PIDs   []uint32
+	Comm   string
+	Cgroup *CgroupFilter
+	Hooks  HookPolicy
 	// RingBufSize in bytes: a power of two, at least one page. Default 4 MiB.
 	RingBufSize int
 	// SampleInterval paces the /proc/net/protocols reader and the pressure
@@ -57,8 +65,29 @@ func (c *Config) setDefaults() error {
 	if c.SampleInterval < 0 || c.SnapshotInterval < 0 {
 		errs = append(errs, errors.New("intervals must be positive"))
 	}
+	if len(c.PIDs) > maxPIDFilter {
+		errs = append(errs, fmt.Errorf("at most %d PIDs can be selected", maxPIDFilter))
+	}
+	if len(c.Comm) > commLen-1 {
+		c.Comm = c.Comm[:commLen-1] // the kernel keeps 15 bytes of a command name
+	}
 	return errors.Join(errs...)
 }
+
+// CgroupFilter selects a cgroup v2 and its descendants.
+type CgroupFilter struct {
+	ID    uint64 // the cgroup's id (its directory's inode)
+	Level uint32 // its depth below the root (the root is 0)
+	Path  string // for display
+}
+
+const (
+	maxPIDFilter = 1024 // pid_filter's size
+	commLen      = 16   // TASK_COMM_LEN
+	filterPID    = 1    // FILTER_* in bpf/tcpmemtrace.h
+	filterComm   = 2
+	filterCgroup = 4
+)
 
 // Info describes a trace: the machine, the settings in force, the hooks.
 type Info struct {
@@ -72,7 +101,11 @@ type Info struct {
 	TCPWmem    [3]int64  `json:"tcp_wmem"` // bytes
 	MaxOrphans int64     `json:"tcp_max_orphans"`
 	NetNS      uint32    `json:"netns,omitempty"`
-	Hooks      []Hook    `json:"hooks"`
+	// Filters in force, as given.
+	PIDs   []uint32 `json:"pids,omitempty"`
+	Comm   string   `json:"comm,omitempty"`
+	Cgroup string   `json:"cgroup,omitempty"`
+	Hooks  []Hook   `json:"hooks"`
 	// DropReasons are the tracked drop reasons' values on the traced kernel.
 	DropReasons map[string]uint32 `json:"drop_reasons"`
 }
@@ -88,6 +121,8 @@ type Global struct {
 type Snapshot struct {
 	Time   time.Time
 	Totals Totals
+	// Owners are the exact per-owner counts (their sum is Totals' counts).
+	Owners []OwnerCounts
 	Global Global
 	Final  bool // the last one, taken after the hooks were detached
 }
@@ -116,6 +151,7 @@ type Tracer struct {
 	progs    []*ebpf.Program
 	rd       *ringbuf.Reader
 	dec      *decoder
+	names    *namer
 	probeFD  int
 	global   atomic.Pointer[Global]
 	stopSamp chan struct{}
@@ -154,7 +190,24 @@ func New(cfg Config) (_ *Tracer, err error) {
 		}
 	}()
 	t.info = machineInfo()
-	t.info.NetNS = cfg.NetNS
+	t.info.NetNS, t.info.PIDs, t.info.Comm = cfg.NetNS, cfg.PIDs, cfg.Comm
+	var ownerFilters uint8
+	var comm [2]uint64
+	var cg CgroupFilter
+	if len(cfg.PIDs) > 0 {
+		ownerFilters |= filterPID
+	}
+	if cfg.Comm != "" {
+		ownerFilters |= filterComm
+		var b [commLen]byte
+		copy(b[:], cfg.Comm)
+		comm[0], comm[1] = binary.NativeEndian.Uint64(b[:8]), binary.NativeEndian.Uint64(b[8:])
+	}
+	if cfg.Cgroup != nil {
+		ownerFilters |= filterCgroup
+		cg = *cfg.Cgroup
+		t.info.Cgroup = cg.Path
+	}
 	t.info.Hooks = selectHooks(k, cfg.Hooks, probeTracing)
 	table, found := k.dropSlots()
 	t.info.DropReasons = found
@@ -168,11 +221,15 @@ func New(cfg Config) (_ *Tracer, err error) {
 		return nil, err
 	}
 	vars := map[string]any{
-		bpfVarDropSlot:         table,
-		bpfVarRstAbortOnMemory: rst,
-		bpfVarSockMinSndbuf:    k.sockMinSndbuf(),
-		bpfVarFilterNetns:      cfg.NetNS,
-		bpfVarPressureCur:      initialPressure(),
+		bpfVarDropSlot:          table,
+		bpfVarRstAbortOnMemory:  rst,
+		bpfVarSockMinSndbuf:     k.sockMinSndbuf(),
+		bpfVarFilterNetns:       cfg.NetNS,
+		bpfVarFilterOwner:       ownerFilters,
+		bpfVarFilterComm:        comm,
+		bpfVarFilterCgroupId:    cg.ID,
+		bpfVarFilterCgroupLevel: cg.Level,
+		bpfVarPressureCur:       initialPressure(),
 	}
 	for name, v := range vars {
 		if err := spec.Variables[name].Set(v); err != nil {
@@ -181,8 +238,8 @@ func New(cfg Config) (_ *Tracer, err error) {
 	}
 	spec.Maps[bpfMapEvents].MaxEntries = uint32(cfg.RingBufSize)
 
-	// Load only the programs the chosen variants need.
-	keep := map[string]bool{}
+	// Load only the programs the chosen variants need, and the snapshot.
+	keep := map[string]bool{bpfProgSnapshotOwners: true}
 	for _, h := range t.info.Hooks {
 		for _, p := range h.programs {
 			keep[p] = true
@@ -200,21 +257,64 @@ func New(cfg Config) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, loadError(err)
 	}
+	for _, pid := range cfg.PIDs {
+		if err := t.coll.Maps[bpfMapPidFilter].Put(pid, uint8(1)); err != nil {
+			return nil, fmt.Errorf("setting the PID filter: %w", err)
+		}
+	}
+	// Present before any hook runs, so a full per-owner map still counts.
+	overflow := bpfOwnerKey{Tgid: OverflowPID}
+	if err := t.coll.Maps[bpfMapOwnerTotals].Put(&overflow, &bpfOwnerStats{}); err != nil {
+		return nil, fmt.Errorf("preparing the per-owner counts: %w", err)
+	}
 
 	for i := range t.info.Hooks {
 		if err := t.attach(&t.info.Hooks[i], sections); err != nil {
 			return nil, err
 		}
 	}
+	// Sockets that predate the hooks: their owners come from the open
+	// files of every task. Run after attaching, so nothing falls between.
+	if err := t.snapshotOwners(); err != nil {
+		for i := range t.info.Hooks {
+			if t.info.Hooks[i].Event == EventOwners {
+				t.info.Hooks[i].Notes = append(t.info.Hooks[i].Notes, "no startup snapshot: "+shortReason(err))
+			}
+		}
+	} else {
+		for i := range t.info.Hooks {
+			if t.info.Hooks[i].Event == EventOwners {
+				t.info.Hooks[i].Using += ", iter/task_file snapshot at start"
+			}
+		}
+	}
+	t.names = newNamer()
 
 	t.rd, err = ringbuf.NewReader(t.coll.Maps[bpfMapEvents])
 	if err != nil {
 		return nil, fmt.Errorf("opening the ringbuf: %w", err)
 	}
-	t.dec = newDecoder(bootToWall(), rst)
+	t.dec = newDecoder(bootToWall(), rst, t.names)
 	t.startSampler()
 	t.info.Start = time.Now()
 	return t, nil
+}
+
+// snapshotOwners runs the task_file iterator once; its program writes the
+// owners map directly and prints nothing.
+func (t *Tracer) snapshotOwners() error {
+	l, err := link.AttachIter(link.IterOptions{Program: t.coll.Programs[bpfProgSnapshotOwners]})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	it, err := l.Open()
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	_, err = io.Copy(io.Discard, it)
+	return err
 }
 
 // loadError makes a verifier rejection readable: its last lines say why.
@@ -338,8 +438,17 @@ func (t *Tracer) Totals() (Totals, error) {
 	return readTotals(t.coll.Maps[bpfMapTotals], t.progs)
 }
 
+// Owners reads the exact per-owner counts now.
+func (t *Tracer) Owners() ([]OwnerCounts, error) {
+	return readOwners(t.coll.Maps[bpfMapOwnerTotals], t.names.owner)
+}
+
 func (t *Tracer) snapshot(final bool) (Snapshot, error) {
 	tot, err := t.Totals()
+	if err != nil {
+		return Snapshot{}, err
+	}
+	owners, err := t.Owners()
 	if err != nil {
 		return Snapshot{}, err
 	}
@@ -348,7 +457,7 @@ func (t *Tracer) snapshot(final bool) (Snapshot, error) {
 		fresh := readGlobal()
 		g = &fresh
 	}
-	return Snapshot{Time: time.Now(), Totals: tot, Global: *g, Final: final}, nil
+	return Snapshot{Time: time.Now(), Totals: tot, Owners: owners, Global: *g, Final: final}, nil
 }
 
 // Run streams records until ctx ends; then it detaches every hook, drains

@@ -148,6 +148,26 @@ func TestTooManyOrphans(t *testing.T) {
 		t.Errorf("mem_aborts = %d, want 0", tot.MemAborts)
 	}
 	checkEvents(t, r)
+	// Every victim was already closed by the writer (an orphan that keeps
+	// its owner). All but the first die inside close(); the first lingers
+	// in FIN_WAIT1 until its zero-window probe timer kills it.
+	var late int
+	for _, e := range r.events {
+		if e.Kind != tracer.KindAbort {
+			continue
+		}
+		d, ok := e.SinceClose()
+		if !e.Socket.Orphan || !ok {
+			t.Errorf("abort of %v: orphan %v, close time known %v", e.Socket.Src, e.Socket.Orphan, ok)
+		}
+		if d >= 150*time.Millisecond {
+			late++
+			t.Logf("timer-path abort %s after close, state %v", d, e.Socket.State)
+		}
+	}
+	if r.final.Totals.LostSamples == 0 && late != 1 {
+		t.Errorf("%d aborts long after close, want 1 (the first socket closed)", late)
+	}
 }
 
 // checkEvents: with nothing lost, the events agree with the counts, and each

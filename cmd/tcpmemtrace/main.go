@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,6 +30,10 @@ type options struct {
 	duration   time.Duration
 	listProbes bool
 	netns      string
+	pids       []int
+	comm       string
+	cgroup     string
+	by         string
 	hooks      string
 	ringbufKiB int
 	version    bool
@@ -75,6 +81,10 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 	fs.DurationVarP(&o.duration, "duration", "d", 0, "stop after this long (e.g. 30s); default: until Ctrl-C")
 	fs.BoolVar(&o.listProbes, "list-probes", false, "show which hook observes each event on this kernel, and exit")
 	fs.StringVar(&o.netns, "netns", "", "only events of this network namespace: inode, /proc/PID/ns/net, or a name in /run/netns")
+	fs.IntSliceVarP(&o.pids, "pid", "p", nil, "only sockets owned by this process (repeatable)")
+	fs.StringVar(&o.comm, "comm", "", "only sockets owned by processes with this command name")
+	fs.StringVar(&o.cgroup, "cgroup", "", "only sockets owned by processes in this cgroup v2 (path or id) or below it")
+	fs.StringVar(&o.by, "by", render.ByPID, "group the summary by "+strings.Join(render.Groupings, ", "))
 	fs.StringVar(&o.hooks, "hooks", "auto", "auto: fentry/fexit where allowed, else tracepoints; tracepoints: never fentry/fexit")
 	fs.IntVar(&o.ringbufKiB, "ringbuf-kib", 4096, "event ring buffer size in KiB (a power of two)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -84,6 +94,9 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 	}
 	if err == nil && o.hooks != "auto" && o.hooks != "tracepoints" {
 		err = fmt.Errorf("--hooks: %q is not auto or tracepoints", o.hooks)
+	}
+	if err == nil && !slices.Contains(render.Groupings, o.by) {
+		err = fmt.Errorf("--by: %q is not one of %s", o.by, strings.Join(render.Groupings, ", "))
 	}
 	if err == nil && o.duration < 0 {
 		err = fmt.Errorf("--duration: %v is negative", o.duration)
@@ -130,12 +143,8 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		return nil
 	}
 	cfg := tracer.Config{Hooks: policy, RingBufSize: o.ringbufKiB << 10}
-	if o.netns != "" {
-		ino, err := netnsInode(o.netns)
-		if err != nil {
-			return usageError{fmt.Errorf("--netns: %w", err)}
-		}
-		cfg.NetNS = ino
+	if err := resolveFilters(o, &cfg); err != nil {
+		return usageError{err}
 	}
 
 	tr, err := tracer.New(cfg)
@@ -148,7 +157,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "tcpmemtrace: kernel log not readable (%v): no rate-limit comparison\n", kerr)
 	}
 
-	var sink render.Sink = render.NewText(stdout)
+	var sink render.Sink = render.NewText(stdout, o.by)
 	if o.json {
 		sink = render.NewJSON(stdout)
 	}

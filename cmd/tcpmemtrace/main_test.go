@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,10 +111,23 @@ func TestListProbes(t *testing.T) {
 	}
 }
 
-// TestOutOfMemoryEndToEnd runs the real binary with --json through the
-// tcp_mem reproduction and checks its summary against the kernel's counters.
-func TestOutOfMemoryEndToEnd(t *testing.T) {
-	privtest.Require(t)
+// e2e is one run of the real binary over a scenario.
+type e2e struct {
+	env       *workload.Env
+	start     render.StartObject
+	events    []render.EventObject
+	summary   render.SummaryObject
+	res       workload.Result
+	hostMIB   procfs.Counters // the test's own namespace over the run
+	cgroup    string          // the reader's cgroup, relative to the hierarchy
+	typesSeen map[string]int
+}
+
+// runE2E starts the scenario's namespace, then the binary with --json and
+// the flags args returns, lowers tcp_mem, runs the traffic, restores, stops
+// the binary with SIGINT and parses everything it wrote.
+func runE2E(t *testing.T, s workload.Scenario, readerCgroup bool, args func(*workload.Env) []string) *e2e {
+	t.Helper()
 	g, err := workload.Lock()
 	if err != nil {
 		t.Fatal(err)
@@ -125,13 +137,26 @@ func TestOutOfMemoryEndToEnd(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	env, err := workload.Start(workload.Scenario{Kind: workload.OOM, Conns: 300, WriteFor: 4 * time.Second})
+	r := &e2e{typesSeen: map[string]int{}}
+	if readerCgroup {
+		abs, rel, remove, err := workload.MakeCgroup("tcpmemtrace-reader")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := remove(); err != nil {
+				t.Error(err)
+			}
+		})
+		s.ReaderCgroup, r.cgroup = abs, rel
+	}
+	r.env, err = workload.Start(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(env.Close)
+	t.Cleanup(r.env.Close)
 
-	cmd := exec.Command(binary, "--json", "--netns", fmt.Sprint(env.NetNS))
+	cmd := exec.Command(binary, append([]string{"--json"}, args(r.env)...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -147,12 +172,8 @@ func TestOutOfMemoryEndToEnd(t *testing.T) {
 	if !lines.Scan() {
 		t.Fatalf("no start line; stderr: %s", stderr.String())
 	}
-	var start render.StartObject
-	if err := json.Unmarshal(lines.Bytes(), &start); err != nil || start.Type != "start" {
+	if err := json.Unmarshal(lines.Bytes(), &r.start); err != nil || r.start.Type != "start" {
 		t.Fatalf("first line %q: %v", lines.Text(), err)
-	}
-	if start.NetNS != env.NetNS || len(start.Hooks) == 0 || start.TCPMem.Bytes[2] != start.TCPMem.Pages[2]*int64(start.PageSize) {
-		t.Errorf("start object %+v", start)
 	}
 
 	hostBefore, err := procfs.MIB("self")
@@ -162,7 +183,7 @@ func TestOutOfMemoryEndToEnd(t *testing.T) {
 	if err := g.Set("net/ipv4/tcp_mem", "1000 2000 3000", 90*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	res, err := env.Run()
+	r.res, err = r.env.Run()
 	if rerr := g.Restore(); rerr != nil {
 		t.Fatal(rerr)
 	}
@@ -173,65 +194,184 @@ func TestOutOfMemoryEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.hostMIB = hostAfter.Sub(hostBefore)
 
 	cmd.Process.Signal(os.Interrupt)
-	var (
-		summary render.SummaryObject
-		aborts  int
-		types   = map[string]int{}
-	)
 	for lines.Scan() {
 		var o render.EventObject
 		if err := json.Unmarshal(lines.Bytes(), &o); err != nil || o.Type == "" {
 			t.Fatalf("line %q: %v", lines.Text(), err)
 		}
-		types[o.Type]++
-		switch o.Type {
-		case "summary":
-			if err := json.Unmarshal(lines.Bytes(), &summary); err != nil {
+		r.typesSeen[o.Type]++
+		if o.Type == "summary" {
+			if err := json.Unmarshal(lines.Bytes(), &r.summary); err != nil {
 				t.Fatal(err)
 			}
-		case "abort":
-			aborts++
-			if int(o.PID) != res.WriterPID || o.Comm != "tmt-writer" || o.Cause != "memory" {
-				t.Errorf("abort %+v: want the writer %d, cause memory", o, res.WriterPID)
-			}
+			continue
 		}
+		r.events = append(r.events, o)
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("tcpmemtrace: %v; stderr: %s", err, stderr.String())
 	}
-	if types["summary"] != 1 {
-		t.Fatalf("%d summary lines; types %v; stderr %s", types["summary"], types, stderr.String())
+	if r.typesSeen["summary"] != 1 {
+		t.Fatalf("%d summary lines; types %v; stderr %s", r.typesSeen["summary"], r.typesSeen, stderr.String())
 	}
+	t.Logf("totals %+v; event types %v", r.summary.Totals, r.typesSeen)
+	return r
+}
 
-	tot := summary.Totals
-	t.Logf("summary totals %+v; event types %v", tot, types)
-	if want := res.Delta("TCPAbortOnMemory"); tot.MemAborts != want || want < 300 {
+func (r *e2e) delta(name string) uint64 { return r.res.Delta(name) }
+
+func (r *e2e) process(pid int) *render.ProcessJSON {
+	for i := range r.summary.ByProcess {
+		if int(r.summary.ByProcess[i].PID) == pid {
+			return &r.summary.ByProcess[i]
+		}
+	}
+	return nil
+}
+
+// TestOutOfMemoryEndToEnd: the summary of the real binary equals the
+// kernel's counters for "TCP: out of memory -- consider tuning tcp_mem".
+func TestOutOfMemoryEndToEnd(t *testing.T) {
+	privtest.Require(t)
+	s := workload.Scenario{Kind: workload.OOM, Conns: 300, WriteFor: 4 * time.Second}
+	r := runE2E(t, s, false, func(e *workload.Env) []string { return []string{"--netns", fmt.Sprint(e.NetNS)} })
+	if r.start.NetNS != r.env.NetNS || len(r.start.Hooks) == 0 || r.start.TCPMem.Bytes[2] != r.start.TCPMem.Pages[2]*int64(r.start.PageSize) {
+		t.Errorf("start object %+v", r.start)
+	}
+	tot := r.summary.Totals
+	if want := r.delta("TCPAbortOnMemory"); tot.MemAborts != want || want < 300 {
 		t.Errorf("mem_aborts = %d, ΔTCPAbortOnMemory = %d (want >= 300)", tot.MemAborts, want)
 	}
 	if tot.OrphanAborts != 0 {
 		t.Errorf("orphan_aborts = %d, want 0", tot.OrphanAborts)
 	}
-	if want := res.Delta("TCPRcvQDrop") + res.Delta("TCPOFODrop"); tot.Drops["PROTO_MEM"] != want || want == 0 {
+	if want := r.delta("TCPRcvQDrop") + r.delta("TCPOFODrop"); tot.Drops["PROTO_MEM"] != want || want == 0 {
 		t.Errorf("drops[PROTO_MEM] = %d, Δ(TCPRcvQDrop+TCPOFODrop) = %d (want > 0)", tot.Drops["PROTO_MEM"], want)
 	}
-	hostPress := hostAfter.Get("TcpExt", "TCPMemoryPressures") - hostBefore.Get("TcpExt", "TCPMemoryPressures")
-	if want := res.Delta("TCPMemoryPressures") + hostPress; tot.PressureEpisodes != want || want == 0 {
+	hostPress := r.hostMIB.Get("TcpExt", "TCPMemoryPressures")
+	if want := r.delta("TCPMemoryPressures") + hostPress; tot.PressureEpisodes != want || want == 0 {
 		t.Errorf("pressure_episodes = %d, ΔTCPMemoryPressures = %d (want > 0)", tot.PressureEpisodes, want)
+	}
+	aborts := 0
+	for _, o := range r.events {
+		if o.Type == "abort" {
+			aborts++
+			if int(o.PID) != r.res.WriterPID || o.Comm != "tmt-writer" || o.Cause != "memory" {
+				t.Errorf("abort %+v: want the writer %d, cause memory", o, r.res.WriterPID)
+			}
+		}
 	}
 	if tot.LostSamples == 0 && uint64(aborts) != tot.MemAborts {
 		t.Errorf("%d abort lines for %d aborts with no sample lost", aborts, tot.MemAborts)
 	}
-	if kl := summary.KernelLog; kl == nil || len(kl.Warnings) != 2 {
+	if kl := r.summary.KernelLog; kl == nil || len(kl.Warnings) != 2 {
 		t.Errorf("kernel_log %+v", kl)
 	} else if w := kl.Warnings[0]; w.Events != tot.MemAborts || w.Lines > int(w.Events) {
 		t.Errorf("kernel log warning %+v against %d aborts", w, tot.MemAborts)
 	} else {
 		t.Logf("kernel log: %d aborts, %d lines printed, %d suppressed", w.Events, w.Lines, kl.Suppressed)
 	}
-	if _, err := io.ReadAll(stdout); err != nil && !errors.Is(err, os.ErrClosed) {
-		t.Error(err)
+}
+
+// TestAttributionEndToEnd: every drop is the reader's (in its own cgroup),
+// every abort the writer's, whichever task ran the kernel code.
+func TestAttributionEndToEnd(t *testing.T) {
+	privtest.Require(t)
+	s := workload.Scenario{Kind: workload.OOM, Conns: 300, WriteFor: 4 * time.Second}
+	r := runE2E(t, s, true, func(e *workload.Env) []string { return []string{"--netns", fmt.Sprint(e.NetNS)} })
+	drops := r.delta("TCPRcvQDrop") + r.delta("TCPOFODrop")
+	aborts := r.delta("TCPAbortOnMemory")
+	if drops == 0 || aborts == 0 {
+		t.Fatalf("the reproduction produced %d drops, %d aborts", drops, aborts)
+	}
+	reader, writer := r.process(r.res.ReaderPID), r.process(r.res.WriterPID)
+	if reader == nil || writer == nil {
+		t.Fatalf("by_process %+v lacks the reader %d or the writer %d", r.summary.ByProcess, r.res.ReaderPID, r.res.WriterPID)
+	}
+	if reader.Comm != "tmt-reader" || reader.Cgroup != r.cgroup || reader.Drops["PROTO_MEM"] != drops {
+		t.Errorf("reader entry %+v: want comm tmt-reader, cgroup %s, %d PROTO_MEM drops", reader, r.cgroup, drops)
+	}
+	if writer.Comm != "tmt-writer" || writer.MemAborts != aborts || writer.Drops["PROTO_MEM"] != 0 {
+		t.Errorf("writer entry %+v: want %d memory aborts and no drops", writer, aborts)
+	}
+	var cg *render.GroupJSON
+	for i := range r.summary.ByCgroup {
+		if r.summary.ByCgroup[i].Cgroup == r.cgroup {
+			cg = &r.summary.ByCgroup[i]
+		}
+	}
+	if cg == nil || cg.Drops["PROTO_MEM"] != drops || len(cg.PIDs) != 1 || int(cg.PIDs[0]) != r.res.ReaderPID {
+		t.Errorf("by_cgroup entry for %s: %+v, want the reader's %d drops", r.cgroup, cg, drops)
+	}
+	for _, e := range r.events {
+		switch e.Type {
+		case "drop":
+			if int(e.PID) != r.res.ReaderPID || e.Cgroup != r.cgroup {
+				t.Errorf("drop owned by %d in %q, want the reader %d in %s", e.PID, e.Cgroup, r.res.ReaderPID, r.cgroup)
+			}
+		case "abort":
+			if int(e.PID) != r.res.WriterPID {
+				t.Errorf("abort owned by %d, want the writer %d", e.PID, r.res.WriterPID)
+			}
+		}
+	}
+	if len(r.summary.TopSockets) == 0 || r.summary.TopSockets[0].Events == 0 {
+		t.Errorf("top_sockets %+v", r.summary.TopSockets)
+	}
+}
+
+// TestPIDFilterEndToEnd: with -p <reader>, only the reader's events and
+// counts; the connections exist before the tracer starts, so the reader's
+// sockets (it never reads) can only be known from the startup snapshot.
+func TestPIDFilterEndToEnd(t *testing.T) {
+	privtest.Require(t)
+	s := workload.Scenario{Kind: workload.OOM, Conns: 300, WriteFor: 4 * time.Second, PreConnect: true}
+	r := runE2E(t, s, false, func(e *workload.Env) []string {
+		return []string{"--netns", fmt.Sprint(e.NetNS), "-p", fmt.Sprint(e.ReaderPID)}
+	})
+	tot := r.summary.Totals
+	drops := r.delta("TCPRcvQDrop") + r.delta("TCPOFODrop")
+	if tot.Drops["PROTO_MEM"] != drops || drops == 0 {
+		t.Errorf("drops[PROTO_MEM] = %d, want the reader's %d", tot.Drops["PROTO_MEM"], drops)
+	}
+	if tot.MemAborts != 0 || r.delta("TCPAbortOnMemory") == 0 {
+		t.Errorf("mem_aborts = %d with the writer filtered out (kernel: %d)", tot.MemAborts, r.delta("TCPAbortOnMemory"))
+	}
+	for _, e := range r.events {
+		if strings.HasPrefix(e.Type, "pressure") {
+			continue // global
+		}
+		if int(e.PID) != r.res.ReaderPID {
+			t.Errorf("%s event owned by %d with -p %d", e.Type, e.PID, r.res.ReaderPID)
+		}
+	}
+	if len(r.summary.ByProcess) != 1 || int(r.summary.ByProcess[0].PID) != r.res.ReaderPID {
+		t.Errorf("by_process %+v, want only the reader", r.summary.ByProcess)
+	}
+}
+
+// TestPreexistingConnections: sockets opened before the tracer get their
+// owners from the startup snapshot.
+func TestPreexistingConnections(t *testing.T) {
+	privtest.Require(t)
+	s := workload.Scenario{Kind: workload.OOM, Conns: 300, WriteFor: 4 * time.Second, PreConnect: true}
+	r := runE2E(t, s, false, func(e *workload.Env) []string { return []string{"--netns", fmt.Sprint(e.NetNS)} })
+	drops := r.delta("TCPRcvQDrop") + r.delta("TCPOFODrop")
+	if reader := r.process(r.res.ReaderPID); reader == nil || reader.Drops["PROTO_MEM"] != drops || drops == 0 {
+		t.Errorf("reader entry %+v, want all %d drops", reader, drops)
+	}
+	if unknown := r.process(0); unknown != nil {
+		t.Errorf("events with no owner: %+v", unknown)
+	}
+	var hooks []string
+	for _, h := range r.start.Hooks {
+		hooks = append(hooks, h.Using)
+	}
+	if !strings.Contains(strings.Join(hooks, " "), "iter/task_file") {
+		t.Errorf("hooks %v do not mention the startup snapshot", hooks)
 	}
 }
 

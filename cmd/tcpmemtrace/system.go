@@ -3,11 +3,16 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/owner"
+	"github.com/tcpmemtrace/tcpmemtrace/tracer"
 )
 
 const (
@@ -63,6 +68,82 @@ func netnsExists(ino uint32) bool {
 	for _, p := range append(paths, more...) {
 		var st unix.Stat_t
 		if unix.Stat(p, &st) == nil && uint32(st.Ino) == ino {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveFilters checks the filters against the running system: an unknown
+// process, command or cgroup is an error, not a silent empty trace.
+func resolveFilters(o options, cfg *tracer.Config) error {
+	if o.netns != "" {
+		ino, err := netnsInode(o.netns)
+		if err != nil {
+			return fmt.Errorf("--netns: %w", err)
+		}
+		cfg.NetNS = ino
+	}
+	for _, pid := range o.pids {
+		tgid, err := processTgid(pid)
+		if err != nil {
+			return fmt.Errorf("--pid: %w", err)
+		}
+		if !slices.Contains(cfg.PIDs, tgid) {
+			cfg.PIDs = append(cfg.PIDs, tgid)
+		}
+	}
+	if o.comm != "" {
+		if !commRunning(o.comm) {
+			return fmt.Errorf("--comm: no process is named %q", o.comm)
+		}
+		cfg.Comm = o.comm
+	}
+	if o.cgroup != "" {
+		m, err := owner.FindMounts()
+		if err != nil {
+			return fmt.Errorf("--cgroup: %w", err)
+		}
+		sel, err := owner.Select(m.V2, o.cgroup)
+		if err != nil {
+			return fmt.Errorf("--cgroup: %w", err)
+		}
+		cfg.Cgroup = &tracer.CgroupFilter{ID: sel.ID, Level: sel.Level, Path: sel.Path}
+	}
+	return nil
+}
+
+// processTgid checks that pid exists and returns its process (thread group)
+// id: sockets belong to processes, and a thread id would match nothing.
+func processTgid(pid int) (uint32, error) {
+	if pid <= 0 {
+		return 0, fmt.Errorf("%d is not a process id", pid)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("no process with PID %d", pid)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Tgid:"); ok {
+			tgid, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			if err != nil {
+				break
+			}
+			return uint32(tgid), nil
+		}
+	}
+	return 0, fmt.Errorf("PID %d: no Tgid in /proc/%d/status", pid, pid)
+}
+
+// commRunning reports whether a process has this command name (as the
+// kernel keeps it: 15 bytes).
+func commRunning(comm string) bool {
+	if len(comm) > 15 {
+		comm = comm[:15]
+	}
+	paths, _ := filepath.Glob("/proc/[0-9]*/comm")
+	for _, p := range paths {
+		if b, err := os.ReadFile(p); err == nil && strings.TrimSuffix(string(b), "\n") == comm {
 			return true
 		}
 	}

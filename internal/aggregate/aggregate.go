@@ -1,9 +1,13 @@
 // Package aggregate folds a record stream into what the summary reports.
-// Counts come from the kernel's exact totals; events only add what counts
-// cannot say (peaks, who, where). It knows nothing about output formats.
+// Counts come from the kernel's exact totals and per-owner counts; events
+// only add what counts cannot say (peaks, sockets). It knows nothing about
+// output formats.
 package aggregate
 
 import (
+	"net/netip"
+	"sort"
+	"strconv"
 	"time"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
@@ -14,12 +18,19 @@ import (
 type Summary struct {
 	Start, End time.Time
 	Totals     tracer.Totals
+	// Owners are the kernel's exact per-owner counts (process in a cgroup).
+	Owners []tracer.OwnerCounts
 	// PeakMemPages is the highest TCP memory seen, in pages: by any event or
 	// by the /proc sampler; PeakLimits is tcp_mem at that moment.
 	PeakMemPages int64
 	PeakLimits   [3]int64
 	// Events counts the sampled events received per kind.
 	Events map[tracer.Kind]uint64
+	// Sockets are the sockets events happened on, from the events (so
+	// complete only when Totals.LostSamples is 0).
+	Sockets []*SocketStats
+	// SocketsDropped counts sockets not tracked once MaxSockets was reached.
+	SocketsDropped uint64
 	// KernelLog compares warnings printed with events counted; nil when
 	// /dev/kmsg could not be read.
 	KernelLog *KernelLog
@@ -40,14 +51,45 @@ type Warning struct {
 	Lines   int    // lines that reached the log
 }
 
+// SocketStats is one socket's events.
+type SocketStats struct {
+	Cookie   uint64
+	NetNS    uint32
+	Src, Dst netip.AddrPort
+	State    tracer.State // at the last event
+	Orphan   bool         // at the last event
+	Owner    tracer.Owner // last known
+	Events   uint64
+	Counts   tracer.Counts
+	Last     time.Time
+}
+
+// Activity orders sockets and owners: aborts, then drops, then refusals.
+func Activity(c *tracer.Counts) uint64 {
+	return c.Aborts()*1_000_000 + c.DropCount()*1_000 + c.RefusalsSend + c.RefusalsRecv
+}
+
+// MaxSockets bounds the sockets tracked from events.
+const MaxSockets = 65536
+
+type sockKey struct {
+	cookie   uint64
+	netns    uint32
+	src, dst netip.AddrPort
+}
+
 // Aggregator consumes records.
 type Aggregator struct {
-	s Summary
+	s       Summary
+	sockets map[sockKey]*SocketStats
 }
 
 // New starts a summary at start.
 func New(start time.Time) *Aggregator {
-	return &Aggregator{s: Summary{Start: start, Totals: tracer.NewTotals(), Events: map[tracer.Kind]uint64{}}}
+	return &Aggregator{
+		s:       Summary{Start: start, Totals: tracer.NewTotals(), Events: map[tracer.Kind]uint64{}},
+		sockets: map[sockKey]*SocketStats{},
+	}
 }
 
 // Add folds one record in.
@@ -55,9 +97,11 @@ func (a *Aggregator) Add(r tracer.Record) {
 	if e := r.Event; e != nil {
 		a.s.Events[e.Kind]++
 		a.peak(e.Mem.Allocated, e.Mem.Limits)
+		a.socket(e)
 	}
 	if sn := r.Snapshot; sn != nil {
 		a.s.Totals = sn.Totals
+		a.s.Owners = sn.Owners
 		a.s.End = sn.Time
 		a.peak(sn.Global.MemPages, sn.Global.TCPMem)
 	}
@@ -66,6 +110,49 @@ func (a *Aggregator) Add(r tracer.Record) {
 func (a *Aggregator) peak(pages int64, limits [3]int64) {
 	if pages > a.s.PeakMemPages && limits[2] > 0 {
 		a.s.PeakMemPages, a.s.PeakLimits = pages, limits
+	}
+}
+
+func (a *Aggregator) socket(e *tracer.Event) {
+	s := e.Socket
+	if !s.Src.IsValid() {
+		return // pressure, or a drop the kernel gave no socket for
+	}
+	k := sockKey{cookie: s.Cookie}
+	if k.cookie == 0 {
+		k = sockKey{netns: s.NetNS, src: s.Src, dst: s.Dst}
+	}
+	st := a.sockets[k]
+	if st == nil {
+		if len(a.sockets) >= MaxSockets {
+			a.s.SocketsDropped++
+			return
+		}
+		st = &SocketStats{Cookie: s.Cookie, NetNS: s.NetNS, Src: s.Src, Dst: s.Dst, Counts: tracer.NewCounts()}
+		a.sockets[k] = st
+	}
+	st.Events++
+	st.State, st.Orphan, st.Last = s.State, s.Orphan, e.Time
+	if e.Owner.PID != 0 {
+		st.Owner = e.Owner
+	}
+	c := &st.Counts
+	switch e.Kind {
+	case tracer.KindAbort:
+		if e.Cause == tracer.CauseMemory {
+			c.MemAborts++
+		} else {
+			c.OrphanAborts++
+		}
+	case tracer.KindDrop:
+		c.Drops[e.Reason]++
+		c.DropBytes[e.Reason] += uint64(e.Bytes)
+	case tracer.KindRefusal:
+		if e.Send {
+			c.RefusalsSend++
+		} else {
+			c.RefusalsRecv++
+		}
 	}
 }
 
@@ -80,5 +167,75 @@ func (a *Aggregator) SetKernelLog(c kmsg.Counts) {
 	a.s.KernelLog = kl
 }
 
-// Summary returns the summary so far.
-func (a *Aggregator) Summary() Summary { return a.s }
+// Summary returns the summary so far: owners and sockets most active first.
+func (a *Aggregator) Summary() Summary {
+	s := a.s
+	s.Sockets = make([]*SocketStats, 0, len(a.sockets))
+	for _, st := range a.sockets {
+		s.Sockets = append(s.Sockets, st)
+	}
+	sort.Slice(s.Sockets, func(i, j int) bool {
+		ai, aj := Activity(&s.Sockets[i].Counts), Activity(&s.Sockets[j].Counts)
+		if ai != aj {
+			return ai > aj
+		}
+		if !s.Sockets[i].Last.Equal(s.Sockets[j].Last) {
+			return s.Sockets[i].Last.Before(s.Sockets[j].Last)
+		}
+		return s.Sockets[i].Cookie < s.Sockets[j].Cookie
+	})
+	s.Owners = append([]tracer.OwnerCounts(nil), s.Owners...)
+	sort.SliceStable(s.Owners, func(i, j int) bool {
+		return Activity(&s.Owners[i].Counts) > Activity(&s.Owners[j].Counts)
+	})
+	return s
+}
+
+// Group is owners summed by one key: a cgroup, or a command name.
+type Group struct {
+	Key        string // the cgroup path or the comm
+	CgroupID   uint64
+	CgroupPath string
+	Container  tracer.Container
+	Comm       string
+	PIDs       []uint32
+	Counts     tracer.Counts
+}
+
+// ByCgroup sums the owners by cgroup.
+func ByCgroup(owners []tracer.OwnerCounts) []*Group {
+	return group(owners, func(o *tracer.OwnerCounts) (string, *Group) {
+		key := o.CgroupPath
+		if key == "" {
+			key = "#" + strconv.FormatUint(o.CgroupID, 10)
+		}
+		return key, &Group{Key: key, CgroupID: o.CgroupID, CgroupPath: o.CgroupPath, Container: o.Container}
+	})
+}
+
+// ByComm sums the owners by command name.
+func ByComm(owners []tracer.OwnerCounts) []*Group {
+	return group(owners, func(o *tracer.OwnerCounts) (string, *Group) {
+		return o.Comm, &Group{Key: o.Comm, Comm: o.Comm}
+	})
+}
+
+func group(owners []tracer.OwnerCounts, key func(*tracer.OwnerCounts) (string, *Group)) []*Group {
+	byKey := map[string]*Group{}
+	var out []*Group
+	for i := range owners {
+		o := &owners[i]
+		k, fresh := key(o)
+		g := byKey[k]
+		if g == nil {
+			g = fresh
+			g.Counts = tracer.NewCounts()
+			byKey[k] = g
+			out = append(out, g)
+		}
+		g.PIDs = append(g.PIDs, o.PID)
+		g.Counts.Add(o.Counts)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return Activity(&out[i].Counts) > Activity(&out[j].Counts) })
+	return out
+}

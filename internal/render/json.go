@@ -46,26 +46,31 @@ type StartObject struct {
 	TCPWmem     [3]int64          `json:"tcp_wmem"`
 	MaxOrphans  int64             `json:"tcp_max_orphans"`
 	NetNS       uint32            `json:"netns,omitempty"`
+	PIDs        []uint32          `json:"pids,omitempty"`
+	Comm        string            `json:"comm,omitempty"`
+	Cgroup      string            `json:"cgroup,omitempty"`
 	Hooks       []tracer.Hook     `json:"hooks"`
 	DropReasons map[string]uint32 `json:"drop_reasons"`
 }
 
 // EventObject is every event type; fields that do not apply are omitted.
 type EventObject struct {
-	Type            string      `json:"type"` // abort, drop, refusal, pressure_enter, pressure_leave
-	Time            time.Time   `json:"time"`
-	Cause           string      `json:"cause,omitempty"`     // abort: memory | orphans
-	Reason          string      `json:"reason,omitempty"`    // drop reason; abort: reset reason
-	Direction       string      `json:"direction,omitempty"` // refusal: send | recv
-	PID             uint32      `json:"pid"`                 // socket owner, 0 if unknown
-	Comm            string      `json:"comm"`
-	CgroupID        uint64      `json:"cgroup_id,omitempty"`
-	CurrentPID      uint32      `json:"current_pid"` // task that ran the hook
-	Socket          *SocketJSON `json:"socket,omitempty"`
-	Bytes           uint32      `json:"bytes,omitempty"`
-	Truesize        uint32      `json:"truesize,omitempty"`
-	Mem             *MemJSON    `json:"mem,omitempty"`
-	PressureEpisode uint64      `json:"pressure_episode,omitempty"`
+	Type            string            `json:"type"` // abort, drop, refusal, pressure_enter, pressure_leave
+	Time            time.Time         `json:"time"`
+	Cause           string            `json:"cause,omitempty"`     // abort: memory | orphans
+	Reason          string            `json:"reason,omitempty"`    // drop reason; abort: reset reason
+	Direction       string            `json:"direction,omitempty"` // refusal: send | recv
+	PID             uint32            `json:"pid"`                 // socket owner, 0 if unknown
+	Comm            string            `json:"comm"`
+	CgroupID        uint64            `json:"cgroup_id,omitempty"`
+	Cgroup          string            `json:"cgroup,omitempty"`
+	Container       *tracer.Container `json:"container,omitempty"`
+	CurrentPID      uint32            `json:"current_pid"` // task that ran the hook
+	Socket          *SocketJSON       `json:"socket,omitempty"`
+	Bytes           uint32            `json:"bytes,omitempty"`
+	Truesize        uint32            `json:"truesize,omitempty"`
+	Mem             *MemJSON          `json:"mem,omitempty"`
+	PressureEpisode uint64            `json:"pressure_episode,omitempty"`
 }
 
 // SocketJSON is an event's socket.
@@ -81,6 +86,12 @@ type SocketJSON struct {
 	WmemQueued int32  `json:"wmem_queued"`
 	Sndbuf     int32  `json:"sndbuf"`
 	Memcg      bool   `json:"memcg"`
+	MemcgID    uint64 `json:"memcg_id,omitempty"`
+	MemcgPath  string `json:"memcg_path,omitempty"`
+	CgroupID   uint64 `json:"cgroup_id,omitempty"` // the socket's own cgroup v2
+	Orphan     bool   `json:"orphan"`
+	// SinceCloseMs is how long before the event the owner closed it.
+	SinceCloseMs *float64 `json:"since_close_ms,omitempty"`
 }
 
 // MemJSON is the protocol's memory at the event.
@@ -100,6 +111,56 @@ type SummaryObject struct {
 	PeakMemBytes int64          `json:"peak_mem_bytes"`
 	PeakTCPMem   [3]int64       `json:"peak_tcp_mem_pages"` // tcp_mem when the peak was seen
 	KernelLog    *KernelLogJSON `json:"kernel_log"`
+	// Exact, from the kernel's per-owner counts; most active first.
+	ByProcess []ProcessJSON `json:"by_process"`
+	ByCgroup  []GroupJSON   `json:"by_cgroup"`
+	ByComm    []GroupJSON   `json:"by_comm"`
+	// From the events: complete when totals.lost_samples is 0.
+	TopSockets []SocketStatsJSON `json:"top_sockets"`
+}
+
+// ProcessJSON is one owner's exact counts. pid 0 is "owner unknown";
+// 4294967295 collects owners beyond the kernel map's capacity.
+type ProcessJSON struct {
+	PID       uint32            `json:"pid"`
+	Comm      string            `json:"comm"`
+	CgroupID  uint64            `json:"cgroup_id"`
+	Cgroup    string            `json:"cgroup"`
+	Container *tracer.Container `json:"container,omitempty"`
+	tracer.Counts
+}
+
+// GroupJSON is owners summed by cgroup or by command.
+type GroupJSON struct {
+	Key       string            `json:"key"`
+	CgroupID  uint64            `json:"cgroup_id,omitempty"`
+	Cgroup    string            `json:"cgroup,omitempty"`
+	Container *tracer.Container `json:"container,omitempty"`
+	Comm      string            `json:"comm,omitempty"`
+	PIDs      []uint32          `json:"pids"`
+	tracer.Counts
+}
+
+// SocketStatsJSON is one socket's events.
+type SocketStatsJSON struct {
+	Cookie uint64 `json:"cookie,omitempty"`
+	NetNS  uint32 `json:"netns"`
+	Src    string `json:"src"`
+	Dst    string `json:"dst"`
+	State  string `json:"state"`
+	Orphan bool   `json:"orphan"`
+	PID    uint32 `json:"pid"`
+	Comm   string `json:"comm"`
+	Cgroup string `json:"cgroup,omitempty"`
+	Events uint64 `json:"events"`
+	tracer.Counts
+}
+
+func container(c tracer.Container) *tracer.Container {
+	if c == (tracer.Container{}) {
+		return nil
+	}
+	return &c
 }
 
 // KernelLogJSON is the rate limit made visible.
@@ -121,7 +182,8 @@ func (j *JSON) Start(info tracer.Info) error {
 	o := StartObject{
 		Type: "start", Version: SchemaVersion, Time: info.Start, Hostname: info.Hostname, Kernel: info.Kernel,
 		BootID: info.BootID, PageSize: info.PageSize, TCPRmem: info.TCPRmem, TCPWmem: info.TCPWmem,
-		MaxOrphans: info.MaxOrphans, NetNS: info.NetNS, Hooks: info.Hooks, DropReasons: info.DropReasons,
+		MaxOrphans: info.MaxOrphans, NetNS: info.NetNS, PIDs: info.PIDs, Comm: info.Comm, Cgroup: info.Cgroup,
+		Hooks: info.Hooks, DropReasons: info.DropReasons,
 		TCPMem: MemTriple{Pages: info.TCPMem},
 	}
 	for i, p := range info.TCPMem {
@@ -137,7 +199,8 @@ func (j *JSON) Start(info tracer.Info) error {
 func EventJSON(e *tracer.Event) EventObject {
 	o := EventObject{
 		Type: e.Kind.String(), Time: e.Time, Cause: e.Cause, Reason: e.Reason,
-		PID: e.Owner.PID, Comm: e.Owner.Comm, CgroupID: e.Owner.CgroupID, CurrentPID: e.CurrentPID,
+		PID: e.Owner.PID, Comm: e.Owner.Comm, CgroupID: e.Owner.CgroupID, Cgroup: e.Owner.CgroupPath,
+		Container: container(e.Owner.Container), CurrentPID: e.CurrentPID,
 		Bytes: e.Bytes, Truesize: e.Truesize, PressureEpisode: e.PressureID,
 	}
 	if e.Kind == tracer.KindRefusal {
@@ -148,7 +211,12 @@ func EventJSON(e *tracer.Event) EventObject {
 	}
 	if s := e.Socket; s.NetNS != 0 || s.Family != 0 {
 		sj := &SocketJSON{Cookie: s.Cookie, NetNS: s.NetNS, Protocol: protoName(s.Protocol), State: s.State.String(),
-			RmemAlloc: s.RmemAlloc, Rcvbuf: s.Rcvbuf, WmemQueued: s.WmemQueued, Sndbuf: s.Sndbuf, Memcg: s.Memcg}
+			RmemAlloc: s.RmemAlloc, Rcvbuf: s.Rcvbuf, WmemQueued: s.WmemQueued, Sndbuf: s.Sndbuf, Memcg: s.Memcg,
+			MemcgID: s.MemcgID, MemcgPath: s.MemcgPath, CgroupID: s.CgroupID, Orphan: s.Orphan}
+		if d, ok := e.SinceClose(); ok {
+			ms := float64(d.Microseconds()) / 1000
+			sj.SinceCloseMs = &ms
+		}
 		if s.Src.IsValid() {
 			sj.Src, sj.Dst = s.Src.String(), s.Dst.String()
 		}
@@ -169,6 +237,26 @@ func (j *JSON) Summary(info tracer.Info, s aggregate.Summary) error {
 		Type: "summary", Time: s.End, DurationS: s.End.Sub(s.Start).Seconds(), NetNS: info.NetNS,
 		Totals: s.Totals, PeakMemPages: s.PeakMemPages, PeakMemBytes: s.PeakMemPages * j.pageSize,
 		PeakTCPMem: s.PeakLimits,
+	}
+	o.ByProcess, o.ByCgroup, o.ByComm, o.TopSockets = []ProcessJSON{}, []GroupJSON{}, []GroupJSON{}, []SocketStatsJSON{}
+	for _, p := range s.Owners {
+		o.ByProcess = append(o.ByProcess, ProcessJSON{PID: p.PID, Comm: p.Comm, CgroupID: p.CgroupID,
+			Cgroup: p.CgroupPath, Container: container(p.Container), Counts: p.Counts})
+	}
+	for _, g := range aggregate.ByCgroup(s.Owners) {
+		o.ByCgroup = append(o.ByCgroup, GroupJSON{Key: g.Key, CgroupID: g.CgroupID, Cgroup: g.CgroupPath,
+			Container: container(g.Container), PIDs: g.PIDs, Counts: g.Counts})
+	}
+	for _, g := range aggregate.ByComm(s.Owners) {
+		o.ByComm = append(o.ByComm, GroupJSON{Key: g.Key, Comm: g.Comm, PIDs: g.PIDs, Counts: g.Counts})
+	}
+	for i, so := range s.Sockets {
+		if i == TopN {
+			break
+		}
+		o.TopSockets = append(o.TopSockets, SocketStatsJSON{Cookie: so.Cookie, NetNS: so.NetNS, Src: so.Src.String(),
+			Dst: so.Dst.String(), State: so.State.String(), Orphan: so.Orphan, PID: so.Owner.PID, Comm: so.Owner.Comm,
+			Cgroup: so.Owner.CgroupPath, Events: so.Events, Counts: so.Counts})
 	}
 	if kl := s.KernelLog; kl != nil {
 		o.KernelLog = &KernelLogJSON{Suppressed: kl.Suppressed, Warnings: []WarningJSON{}}

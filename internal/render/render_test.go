@@ -49,6 +49,11 @@ func events() []tracer.Event {
 		{Time: t0, Kind: tracer.KindDrop, Reason: "PROTO_MEM", Bytes: 32741, Truesize: 33536, Socket: reader,
 			Owner: tracer.Owner{PID: 7386, Comm: "tmt-reader", CgroupID: 1}, Mem: tracer.Mem{Allocated: 2029, Limits: lim},
 			CurrentPID: 7390, PressureID: 4295},
+		{Time: t0.Add(4 * time.Second), Kind: tracer.KindAbort, Cause: tracer.CauseOrphans,
+			Socket: tracer.Socket{Cookie: 9, NetNS: 4026532200, Family: 2, Protocol: 6, State: 4, Orphan: true,
+				ClosedAt: t0.Add(2900 * time.Millisecond), WmemQueued: 9000,
+				Src: netip.MustParseAddrPort("127.0.0.1:43500"), Dst: netip.MustParseAddrPort("127.0.0.1:43137")},
+			Owner: tracer.Owner{PID: 7390, Comm: "tmt-writer"}, Mem: tracer.Mem{Allocated: 300, Limits: lim}},
 		{Time: t0.Add(4 * time.Second), Kind: tracer.KindAbort, Cause: tracer.CauseMemory, Reason: "TCP_ABORT_ON_MEMORY",
 			Socket: writer, Owner: tracer.Owner{PID: 7390, Comm: "tmt-writer"}, Mem: tracer.Mem{Allocated: 3068, Limits: lim},
 			CurrentPID: 7390},
@@ -66,7 +71,16 @@ func summary() aggregate.Summary {
 	for _, e := range events() {
 		a.Add(tracer.Record{Event: &e})
 	}
-	a.Add(tracer.Record{Snapshot: &tracer.Snapshot{Time: t0.Add(22 * time.Second), Totals: tot, Final: true}})
+	reader := tracer.OwnerCounts{Owner: tracer.Owner{PID: 7386, Comm: "tmt-reader", CgroupID: 9, CgroupPath: "/system.slice/docker-" +
+		"4f6d2c3b1a0e9f8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180706f5e4d3c2b1.scope",
+		Container: tracer.Container{Runtime: "docker", ID: "4f6d2c3b1a0e9f8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180706f5e4d3c2b1"}}, Counts: tracer.NewCounts()}
+	reader.Drops["PROTO_MEM"], reader.DropBytes["PROTO_MEM"], reader.RefusalsRecv = 451, 18245632, 916
+	writer := tracer.OwnerCounts{Owner: tracer.Owner{PID: 7390, Comm: "tmt-writer", CgroupID: 1, CgroupPath: "/"}, Counts: tracer.NewCounts()}
+	writer.MemAborts = 62
+	unknown := tracer.OwnerCounts{Counts: tracer.NewCounts()}
+	unknown.OtherDrops["SOCKET_RCVBUFF"], unknown.OtherDropBytes["SOCKET_RCVBUFF"] = 1, 1200
+	a.Add(tracer.Record{Snapshot: &tracer.Snapshot{Time: t0.Add(22 * time.Second), Totals: tot, Final: true,
+		Owners: []tracer.OwnerCounts{unknown, reader, writer}}})
 	a.SetKernelLog(kmsg.Counts{Lines: map[string]int{"mem_aborts": 10}, Suppressed: 57})
 	return a.Summary()
 }
@@ -105,8 +119,21 @@ func golden(t *testing.T, name string, got []byte) {
 
 func TestTextGolden(t *testing.T) {
 	var buf bytes.Buffer
-	render(t, NewText(&buf), &buf)
+	render(t, NewText(&buf, ByPID), &buf)
 	golden(t, "trace.txt", buf.Bytes())
+}
+
+// Each grouping's table; the rest of the output is the same as above.
+func TestTextGroupings(t *testing.T) {
+	for _, by := range Groupings {
+		var buf bytes.Buffer
+		tx := NewText(&buf, by)
+		tx.pageSize = 4096
+		if err := tx.Summary(info(), summary()); err != nil {
+			t.Fatal(err)
+		}
+		golden(t, "summary-by-"+by+".txt", buf.Bytes())
+	}
 }
 
 func TestJSONGolden(t *testing.T) {
@@ -148,9 +175,34 @@ func TestJSONSchema(t *testing.T) {
 	if totals["drops"].(map[string]any)["PROTO_MEM"].(float64) != 451 {
 		t.Errorf("drops %v", totals["drops"])
 	}
+	sum := objs[len(objs)-1]
+	for _, k := range []string{"by_process", "by_cgroup", "by_comm", "top_sockets"} {
+		if _, ok := sum[k].([]any); !ok {
+			t.Errorf("summary lacks the list %q", k)
+		}
+	}
+	// by_process: the most active owner first, with the same counters as totals.
+	p := sum["by_process"].([]any)[0].(map[string]any)
+	if p["pid"].(float64) != 7390 || p["comm"] != "tmt-writer" || p["mem_aborts"].(float64) != 62 || p["cgroup"] != "/" {
+		t.Errorf("by_process[0] %v", p)
+	}
+	for _, k := range []string{"mem_aborts", "orphan_aborts", "drops", "drop_bytes", "refusals_send", "refusals_recv"} {
+		if _, ok := p[k]; !ok {
+			t.Errorf("by_process entries lack %q", k)
+		}
+	}
+	c := sum["by_cgroup"].([]any)[1].(map[string]any)
+	if c["container"].(map[string]any)["runtime"] != "docker" || c["drops"].(map[string]any)["PROTO_MEM"].(float64) != 451 {
+		t.Errorf("by_cgroup[1] %v", c)
+	}
 	for _, o := range objs[1 : len(objs)-1] {
-		if o["type"] == "abort" && (o["cause"] != "memory" || o["pid"].(float64) != 7390) {
+		if o["type"] == "abort" && o["pid"].(float64) != 7390 {
 			t.Errorf("abort %v", o)
+		}
+		if o["type"] == "abort" && o["cause"] == "orphans" {
+			if so := o["socket"].(map[string]any); so["orphan"] != true || so["since_close_ms"].(float64) != 1100 {
+				t.Errorf("orphan abort %v", so)
+			}
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
 	"github.com/tcpmemtrace/tcpmemtrace/tracer"
@@ -15,10 +16,30 @@ import (
 type Text struct {
 	w        *bufio.Writer
 	pageSize int64
+	by       string
 }
 
-// NewText writes to w.
-func NewText(w io.Writer) *Text { return &Text{w: bufio.NewWriter(w), pageSize: 4096} }
+// Groupings of the summary table (--by).
+const (
+	BySocket = "socket"
+	ByPID    = "pid"
+	ByComm   = "comm"
+	ByCgroup = "cgroup"
+)
+
+// Groupings lists the --by values.
+var Groupings = []string{BySocket, ByPID, ByComm, ByCgroup}
+
+// TopN bounds the rows of a summary table.
+const TopN = 20
+
+// NewText writes to w; by is the summary's grouping (ByPID if empty).
+func NewText(w io.Writer, by string) *Text {
+	if by == "" {
+		by = ByPID
+	}
+	return &Text{w: bufio.NewWriter(w), pageSize: 4096, by: by}
+}
 
 const lineFormat = "%-12s %-7s %-15s %-21s %-21s %-11s %-19s %s\n"
 
@@ -32,8 +53,8 @@ func (t *Text) Start(info tracer.Info) error {
 		m[0], m[1], m[2], IEC(m[0]*t.pageSize), IEC(m[1]*t.pageSize), IEC(m[2]*t.pageSize))
 	fmt.Fprintf(w, "tcp_rmem max %s, tcp_wmem max %s, tcp_max_orphans %d\n",
 		IEC(info.TCPRmem[2]), IEC(info.TCPWmem[2]), info.MaxOrphans)
-	if info.NetNS != 0 {
-		fmt.Fprintf(w, "network namespace: %d only (pressure is global)\n", info.NetNS)
+	if f := filters(info); f != "" {
+		fmt.Fprintf(w, "only %s (pressure is global)\n", f)
 	}
 	WriteHooks(w, info.Hooks)
 	fmt.Fprintf(w, "Tracing TCP memory events... Hit Ctrl-C to end.\n\n")
@@ -81,6 +102,13 @@ func (t *Text) Event(e *tracer.Event) error {
 	case tracer.KindAbort:
 		event = "ABORT " + e.Cause
 		detail = append(detail, fmt.Sprintf("wmem_queued %d", s.WmemQueued), mem)
+		if s.Orphan {
+			if d, ok := e.SinceClose(); ok {
+				detail = append(detail, fmt.Sprintf("orphan, closed %s ago", d.Round(time.Millisecond)))
+			} else {
+				detail = append(detail, "orphan")
+			}
+		}
 	case tracer.KindDrop:
 		event = "DROP " + e.Reason
 		detail = append(detail, fmt.Sprintf("%d bytes", e.Bytes))
@@ -118,8 +146,8 @@ func (t *Text) Event(e *tracer.Event) error {
 func (t *Text) Summary(info tracer.Info, s aggregate.Summary) error {
 	w, tot := t.w, s.Totals
 	fmt.Fprintf(w, "\nSUMMARY %s - %s (%.1fs)", s.Start.Format("15:04:05"), s.End.Format("15:04:05"), s.End.Sub(s.Start).Seconds())
-	if info.NetNS != 0 {
-		fmt.Fprintf(w, ", network namespace %d", info.NetNS)
+	if f := filters(info); f != "" {
+		fmt.Fprintf(w, ", only %s", f)
 	}
 	fmt.Fprintln(w)
 	row := func(name string, v uint64, extra string) {
@@ -145,6 +173,7 @@ func (t *Text) Summary(info tracer.Info, s aggregate.Summary) error {
 	if tot.MissedRuns > 0 {
 		row("hook runs skipped by the kernel", tot.MissedRuns, "BPF recursion guard: these events are not counted")
 	}
+	t.groups(s)
 	if kl := s.KernelLog; kl != nil {
 		fmt.Fprintln(w, "\nKERNEL LOG (net_info_ratelimited: net.core.message_burst lines per message_cost)")
 		for _, wn := range kl.Warnings {
@@ -157,6 +186,129 @@ func (t *Text) Summary(info tracer.Info, s aggregate.Summary) error {
 		fmt.Fprintln(w, "\nKERNEL LOG: not readable (/dev/kmsg needs CAP_SYSLOG)")
 	}
 	return w.Flush()
+}
+
+// groups writes the summary's table for the chosen grouping.
+func (t *Text) groups(s aggregate.Summary) {
+	w := t.w
+	const cols = "%-6s %-6s %-8s %-10s %s"
+	// Drops of every protocol: the totals above tell TCP from the rest.
+	counts := func(c *tracer.Counts) string {
+		var n, b uint64
+		for _, m := range []map[string]uint64{c.Drops, c.OtherDrops} {
+			for _, v := range m {
+				n += v
+			}
+		}
+		for _, m := range []map[string]uint64{c.DropBytes, c.OtherDropBytes} {
+			for _, v := range m {
+				b += v
+			}
+		}
+		return fmt.Sprintf(cols+"\n", fmt.Sprint(c.MemAborts), fmt.Sprint(c.OrphanAborts), fmt.Sprint(n),
+			IEC(int64(b)), fmt.Sprintf("%d/%d", c.RefusalsSend, c.RefusalsRecv))
+	}
+	head := fmt.Sprintf(cols+"\n", "A.MEM", "A.ORPH", "DROPS", "DROPPED", "REFUSED S/R")
+	switch t.by {
+	case BySocket:
+		note := "from events"
+		if s.Totals.LostSamples > 0 {
+			note = fmt.Sprintf("from events: incomplete, %d lost", s.Totals.LostSamples)
+		}
+		fmt.Fprintf(w, "\nTOP SOCKETS (%s)\n  %-21s %-21s %-11s %-7s %-15s %s", note, "LADDR:LPORT", "RADDR:RPORT", "STATE", "PID", "COMM", head)
+		for i, so := range s.Sockets {
+			if i == TopN {
+				fmt.Fprintf(w, "  ... %d more\n", len(s.Sockets)-TopN)
+				break
+			}
+			state := so.State.String()
+			if so.Orphan {
+				state += "*"
+			}
+			fmt.Fprintf(w, "  %-21s %-21s %-11s %-7s %-15s %s", so.Src, so.Dst, state, pidString(so.Owner.PID), so.Owner.Comm, counts(&so.Counts))
+		}
+	case ByPID:
+		fmt.Fprintf(w, "\nBY PROCESS (exact)\n  %-7s %-15s %-32s %s", "PID", "COMM", "CGROUP", head)
+		for i := range s.Owners {
+			if i == TopN {
+				fmt.Fprintf(w, "  ... %d more\n", len(s.Owners)-TopN)
+				break
+			}
+			o := &s.Owners[i]
+			fmt.Fprintf(w, "  %-7s %-15s %-32s %s", pidString(o.PID), commString(o.PID, o.Comm), cgroupString(o.CgroupPath, o.Container, 32), counts(&o.Counts))
+		}
+	case ByComm, ByCgroup:
+		title, groups := "BY COMMAND (exact)", aggregate.ByComm(s.Owners)
+		if t.by == ByCgroup {
+			title, groups = "BY CGROUP (exact)", aggregate.ByCgroup(s.Owners)
+		}
+		fmt.Fprintf(w, "\n%s\n  %-40s %-6s %s", title, strings.ToUpper(t.by), "PROCS", head)
+		for i, g := range groups {
+			if i == TopN {
+				fmt.Fprintf(w, "  ... %d more\n", len(groups)-TopN)
+				break
+			}
+			key := g.Comm
+			if t.by == ByCgroup {
+				key = cgroupString(g.CgroupPath, g.Container, 40)
+			} else if len(g.PIDs) == 1 {
+				key = commString(g.PIDs[0], g.Comm)
+			}
+			fmt.Fprintf(w, "  %-40s %-6d %s", key, len(g.PIDs), counts(&g.Counts))
+		}
+	}
+}
+
+func pidString(pid uint32) string {
+	switch pid {
+	case 0:
+		return "-"
+	case tracer.OverflowPID:
+		return "other"
+	}
+	return fmt.Sprint(pid)
+}
+
+func commString(pid uint32, comm string) string {
+	switch pid {
+	case 0:
+		return "(unknown owner)"
+	case tracer.OverflowPID:
+		return "(other owners)"
+	}
+	return comm
+}
+
+// cgroupString names a cgroup in width columns: the container it holds
+// (docker:4f6d2c3b1a0e), else its path, cut from the left to keep the tail.
+func cgroupString(path string, c tracer.Container, width int) string {
+	switch {
+	case c.ID != "" && c.Runtime != "systemd":
+		return c.Runtime + ":" + c.Short()
+	case path == "":
+		return "-"
+	case len(path) > width:
+		return "…" + path[len(path)-width+1:]
+	}
+	return path
+}
+
+// filters describes the filters in force.
+func filters(info tracer.Info) string {
+	var f []string
+	if info.NetNS != 0 {
+		f = append(f, fmt.Sprintf("network namespace %d", info.NetNS))
+	}
+	if len(info.PIDs) > 0 {
+		f = append(f, fmt.Sprintf("PIDs %v", info.PIDs))
+	}
+	if info.Comm != "" {
+		f = append(f, fmt.Sprintf("command %q", info.Comm))
+	}
+	if info.Cgroup != "" {
+		f = append(f, "cgroup "+info.Cgroup)
+	}
+	return strings.Join(f, ", ")
 }
 
 // Flush writes out buffered lines.

@@ -44,6 +44,12 @@ type Scenario struct {
 	Kind     string
 	Conns    int
 	WriteFor time.Duration // OOM: how long the writer keeps writing
+	// PreConnect opens the connections in Start, before any tracer runs;
+	// otherwise Run opens them.
+	PreConnect bool
+	// ReaderCgroup is a cgroup v2 directory the reader moves into before
+	// it opens a socket.
+	ReaderCgroup string
 }
 
 const (
@@ -96,12 +102,15 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-// Env is a coordinator waiting in its own network namespace.
+// Env is a coordinator waiting in its own network namespace, with its
+// reader listening and its writer ready.
 type Env struct {
-	NetNS uint32 // inode of the namespace
-	cmd   *exec.Cmd
-	in    io.WriteCloser
-	out   *bufio.Reader
+	NetNS     uint32 // inode of the namespace
+	ReaderPID int
+	WriterPID int
+	cmd       *exec.Cmd
+	in        io.WriteCloser
+	out       *bufio.Reader
 }
 
 // Start creates the namespace and its coordinator; traffic starts with Run.
@@ -124,9 +133,10 @@ func Start(s Scenario) (*Env, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting the coordinator in a new network namespace: %w", err)
 	}
-	if err := expect(e.out, "ready"); err != nil {
+	line, err := e.out.ReadString('\n')
+	if _, serr := fmt.Sscanf(line, "ready %d %d", &e.ReaderPID, &e.WriterPID); err != nil || serr != nil {
 		e.Close()
-		return nil, err
+		return nil, fmt.Errorf("coordinator: want \"ready PID PID\", got %q (%v)", line, err)
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid), &st); err != nil {
@@ -237,16 +247,6 @@ func coordinate(s Scenario) error {
 	if err := loopbackUp(); err != nil {
 		return err
 	}
-	in := bufio.NewReader(os.Stdin)
-	fmt.Println("ready")
-	if err := expect(in, "go"); err != nil {
-		return err
-	}
-	before, err := procfs.MIB("self")
-	if err != nil {
-		return err
-	}
-
 	reader, err := startPeer("reader", s)
 	if err != nil {
 		return err
@@ -262,19 +262,41 @@ func coordinate(s Scenario) error {
 		return err
 	}
 	defer writer.cmd.Process.Kill()
-	for _, step := range []struct {
-		p    *peer
-		want string
-	}{{reader, "accepted"}, {writer, "filled"}} {
-		if err := expect(step.p.out, step.want); err != nil {
+	connect := func() error {
+		if err := writer.say("connect"); err != nil {
+			return err
+		}
+		if err := expect(writer.out, "connected"); err != nil {
+			return err
+		}
+		return expect(reader.out, "accepted")
+	}
+	if s.PreConnect {
+		if err := connect(); err != nil {
 			return err
 		}
 	}
-	if err := writer.say("close"); err != nil {
+	in := bufio.NewReader(os.Stdin)
+	fmt.Printf("ready %d %d\n", reader.cmd.Process.Pid, writer.cmd.Process.Pid)
+	if err := expect(in, "go"); err != nil {
 		return err
 	}
-	if err := expect(writer.out, "closed"); err != nil {
+	before, err := procfs.MIB("self")
+	if err != nil {
 		return err
+	}
+	if !s.PreConnect {
+		if err := connect(); err != nil {
+			return err
+		}
+	}
+	for _, step := range [][2]string{{"fill", "filled"}, {"close", "closed"}} {
+		if err := writer.say(step[0]); err != nil {
+			return err
+		}
+		if err := expect(writer.out, step[1]); err != nil {
+			return err
+		}
 	}
 	// Aborts on the close path are done; the orphan scenario's first socket
 	// is aborted by its probe timer: wait until the namespace has them all.
@@ -325,6 +347,11 @@ func loopbackUp() error {
 
 // read accepts every connection and never reads from it.
 func read(s Scenario) error {
+	if s.ReaderCgroup != "" {
+		if err := os.WriteFile(filepath.Join(s.ReaderCgroup, "cgroup.procs"), []byte("0\n"), 0); err != nil {
+			return fmt.Errorf("joining cgroup %s: %w", s.ReaderCgroup, err)
+		}
+	}
 	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -353,10 +380,14 @@ func read(s Scenario) error {
 	return nil
 }
 
-// write connects, fills the connections, and closes them on request.
+// write connects, fills and closes, each step on request.
 func write(s Scenario) error {
 	port, err := strconv.Atoi(os.Getenv("TMT_PORT"))
 	if err != nil {
+		return err
+	}
+	in := bufio.NewReader(os.Stdin)
+	if err := expect(in, "connect"); err != nil {
 		return err
 	}
 	fds := make([]int, 0, s.Conns)
@@ -372,6 +403,10 @@ func write(s Scenario) error {
 			return err
 		}
 		fds = append(fds, fd)
+	}
+	fmt.Println("connected")
+	if err := expect(in, "fill"); err != nil {
+		return err
 	}
 	chunk := make([]byte, 64<<10)
 	switch s.Kind {
@@ -400,7 +435,6 @@ func write(s Scenario) error {
 		return fmt.Errorf("unknown scenario %q", s.Kind)
 	}
 	fmt.Println("filled")
-	in := bufio.NewReader(os.Stdin)
 	if err := expect(in, "close"); err != nil {
 		return err
 	}
