@@ -120,13 +120,21 @@ type e2e struct {
 	res       workload.Result
 	hostMIB   procfs.Counters // the test's own namespace over the run
 	cgroup    string          // the reader's cgroup, relative to the hierarchy
+	parent    string          // its parent, when nested
 	typesSeen map[string]int
 }
+
+// Where runE2E puts the reader.
+const (
+	readerInRoot = iota
+	readerInCgroup
+	readerInNestedCgroup // a child of a fresh cgroup
+)
 
 // runE2E starts the scenario's namespace, then the binary with --json and
 // the flags args returns, lowers tcp_mem, runs the traffic, restores, stops
 // the binary with SIGINT and parses everything it wrote.
-func runE2E(t *testing.T, s workload.Scenario, readerCgroup bool, args func(*workload.Env) []string) *e2e {
+func runE2E(t *testing.T, s workload.Scenario, readerCgroup int, args func(*e2e) []string) *e2e {
 	t.Helper()
 	g, err := workload.Lock()
 	if err != nil {
@@ -138,7 +146,7 @@ func runE2E(t *testing.T, s workload.Scenario, readerCgroup bool, args func(*wor
 		}
 	})
 	r := &e2e{typesSeen: map[string]int{}}
-	if readerCgroup {
+	if readerCgroup != readerInRoot {
 		abs, rel, remove, err := workload.MakeCgroup("tcpmemtrace-reader")
 		if err != nil {
 			t.Fatal(err)
@@ -149,6 +157,21 @@ func runE2E(t *testing.T, s workload.Scenario, readerCgroup bool, args func(*wor
 			}
 		})
 		s.ReaderCgroup, r.cgroup = abs, rel
+		if readerCgroup == readerInNestedCgroup {
+			inner := filepath.Join(abs, "inner")
+			if err := os.Mkdir(inner, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { // registered later, so it runs before the parent's removal
+				for range 50 {
+					if os.Remove(inner) == nil {
+						return
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			})
+			s.ReaderCgroup, r.parent, r.cgroup = inner, rel, rel+"/inner"
+		}
 	}
 	r.env, err = workload.Start(s)
 	if err != nil {
@@ -156,7 +179,7 @@ func runE2E(t *testing.T, s workload.Scenario, readerCgroup bool, args func(*wor
 	}
 	t.Cleanup(r.env.Close)
 
-	cmd := exec.Command(binary, append([]string{"--json"}, args(r.env)...)...)
+	cmd := exec.Command(binary, append([]string{"--json"}, args(r)...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +260,7 @@ func (r *e2e) process(pid int) *render.ProcessJSON {
 func TestOutOfMemoryEndToEnd(t *testing.T) {
 	privtest.Require(t)
 	s := workload.Scenario{Kind: workload.OOM, Conns: 300, WriteFor: 4 * time.Second}
-	r := runE2E(t, s, false, func(e *workload.Env) []string { return []string{"--netns", fmt.Sprint(e.NetNS)} })
+	r := runE2E(t, s, readerInRoot, func(r *e2e) []string { return []string{"--netns", fmt.Sprint(r.env.NetNS)} })
 	if r.start.NetNS != r.env.NetNS || len(r.start.Hooks) == 0 || r.start.TCPMem.Bytes[2] != r.start.TCPMem.Pages[2]*int64(r.start.PageSize) {
 		t.Errorf("start object %+v", r.start)
 	}
@@ -281,7 +304,7 @@ func TestOutOfMemoryEndToEnd(t *testing.T) {
 func TestAttributionEndToEnd(t *testing.T) {
 	privtest.Require(t)
 	s := workload.Scenario{Kind: workload.OOM, Conns: 300, WriteFor: 4 * time.Second}
-	r := runE2E(t, s, true, func(e *workload.Env) []string { return []string{"--netns", fmt.Sprint(e.NetNS)} })
+	r := runE2E(t, s, readerInCgroup, func(r *e2e) []string { return []string{"--netns", fmt.Sprint(r.env.NetNS)} })
 	drops := r.delta("TCPRcvQDrop") + r.delta("TCPOFODrop")
 	aborts := r.delta("TCPAbortOnMemory")
 	if drops == 0 || aborts == 0 {
@@ -329,8 +352,8 @@ func TestAttributionEndToEnd(t *testing.T) {
 func TestPIDFilterEndToEnd(t *testing.T) {
 	privtest.Require(t)
 	s := workload.Scenario{Kind: workload.OOM, Conns: 300, WriteFor: 4 * time.Second, PreConnect: true}
-	r := runE2E(t, s, false, func(e *workload.Env) []string {
-		return []string{"--netns", fmt.Sprint(e.NetNS), "-p", fmt.Sprint(e.ReaderPID)}
+	r := runE2E(t, s, readerInRoot, func(r *e2e) []string {
+		return []string{"--netns", fmt.Sprint(r.env.NetNS), "-p", fmt.Sprint(r.env.ReaderPID)}
 	})
 	tot := r.summary.Totals
 	drops := r.delta("TCPRcvQDrop") + r.delta("TCPOFODrop")
@@ -353,12 +376,64 @@ func TestPIDFilterEndToEnd(t *testing.T) {
 	}
 }
 
+// onlyReader checks a run filtered down to the reader: its drops, no abort.
+func onlyReader(t *testing.T, r *e2e) {
+	t.Helper()
+	tot := r.summary.Totals
+	drops := r.delta("TCPRcvQDrop") + r.delta("TCPOFODrop")
+	if tot.Drops["PROTO_MEM"] != drops || drops == 0 || tot.MemAborts != 0 || r.delta("TCPAbortOnMemory") == 0 {
+		t.Errorf("drops %d (kernel %d), aborts %d (kernel %d): want only the reader's drops",
+			tot.Drops["PROTO_MEM"], drops, tot.MemAborts, r.delta("TCPAbortOnMemory"))
+	}
+	for _, e := range r.events {
+		if !strings.HasPrefix(e.Type, "pressure") && int(e.PID) != r.res.ReaderPID {
+			t.Errorf("%s event owned by %d %q, want only the reader %d", e.Type, e.PID, e.Comm, r.res.ReaderPID)
+		}
+	}
+}
+
+// TestCgroupFilterEndToEnd: --cgroup selects a subtree. The reader sits in
+// a child of the selected cgroup and its sockets predate the tracer, so the
+// snapshot's ancestor walk decides, not only the hooks'.
+func TestCgroupFilterEndToEnd(t *testing.T) {
+	privtest.Require(t)
+	s := workload.Scenario{Kind: workload.OOM, Conns: 300, WriteFor: 4 * time.Second, PreConnect: true}
+	r := runE2E(t, s, readerInNestedCgroup, func(r *e2e) []string {
+		return []string{"--netns", fmt.Sprint(r.env.NetNS), "--cgroup", r.parent}
+	})
+	onlyReader(t, r)
+	if r.start.Cgroup != r.parent {
+		t.Errorf("start object's cgroup filter %q, want %q", r.start.Cgroup, r.parent)
+	}
+	if len(r.summary.ByCgroup) != 1 || r.summary.ByCgroup[0].Cgroup != r.cgroup {
+		t.Errorf("by_cgroup %+v, want only %s", r.summary.ByCgroup, r.cgroup)
+	}
+}
+
+// TestCommFilterEndToEnd: --comm tmt-writer keeps the writer's aborts only.
+func TestCommFilterEndToEnd(t *testing.T) {
+	privtest.Require(t)
+	s := workload.Scenario{Kind: workload.OOM, Conns: 300, WriteFor: 4 * time.Second}
+	r := runE2E(t, s, readerInRoot, func(r *e2e) []string {
+		return []string{"--netns", fmt.Sprint(r.env.NetNS), "--comm", "tmt-writer"}
+	})
+	tot := r.summary.Totals
+	if want := r.delta("TCPAbortOnMemory"); tot.MemAborts != want || want == 0 || tot.Drops["PROTO_MEM"] != 0 {
+		t.Errorf("aborts %d (kernel %d), drops %d: want only the writer's aborts", tot.MemAborts, want, tot.Drops["PROTO_MEM"])
+	}
+	for _, e := range r.events {
+		if !strings.HasPrefix(e.Type, "pressure") && e.Comm != "tmt-writer" {
+			t.Errorf("%s event of %q with --comm tmt-writer", e.Type, e.Comm)
+		}
+	}
+}
+
 // TestPreexistingConnections: sockets opened before the tracer get their
 // owners from the startup snapshot.
 func TestPreexistingConnections(t *testing.T) {
 	privtest.Require(t)
 	s := workload.Scenario{Kind: workload.OOM, Conns: 300, WriteFor: 4 * time.Second, PreConnect: true}
-	r := runE2E(t, s, false, func(e *workload.Env) []string { return []string{"--netns", fmt.Sprint(e.NetNS)} })
+	r := runE2E(t, s, readerInRoot, func(r *e2e) []string { return []string{"--netns", fmt.Sprint(r.env.NetNS)} })
 	drops := r.delta("TCPRcvQDrop") + r.delta("TCPOFODrop")
 	if reader := r.process(r.res.ReaderPID); reader == nil || reader.Drops["PROTO_MEM"] != drops || drops == 0 {
 		t.Errorf("reader entry %+v, want all %d drops", reader, drops)
