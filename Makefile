@@ -15,7 +15,7 @@ export BPF2GO_CC := $(CLANG)
 export BPF2GO_STRIP := $(STRIP)
 export BPF2GO_CFLAGS
 
-.PHONY: help generate check-generate build test test-unit format lint
+.PHONY: help generate check-generate build test test-unit test-kernels format lint
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -47,3 +47,6 @@ lint: ## go vet, gofmt and clang-format checks
 	go vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'))" || { gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'); echo "gofmt: run make format"; exit 1; }
 	@if command -v clang-format >/dev/null; then clang-format --dry-run -Werror bpf/*.c bpf/*.h; else echo "lint: clang-format not installed, C not checked"; fi
+
+test-kernels: ## the privileged tracer tests inside Debian's 6.1 and 6.12 kernels under qemu (root)
+	test/kernels/run.sh

@@ -43,6 +43,17 @@ const volatile __u64 filter_comm[2] = {};
 const volatile __u64 filter_cgroup_id = 0;
 const volatile __u32 filter_cgroup_level = 0;
 
+/* Before 6.11, fexit programs count the TCP drops of these slots with their
+ * socket (bit per slot) and kfree_skb leaves them alone; reasons' values. */
+const volatile __u8 tcp_slots_elsewhere = 0;
+const volatile __u32 reason_proto_mem = 0;
+const volatile __u32 reason_socket_backlog = 0;
+
+/* Kernels before ~6.2 refuse direct loads through pointers to scalars
+ * (proto->memory_pressure, ->sysctl_mem); userspace sets this and reloads
+ * when the verifier says so. Constant after load: the other branch is dead. */
+const volatile __u8 scalar_ptr_probe_read = 0;
+
 /* Last value of tcp_memory_pressure seen: the jiffies at which the current
  * episode began, or 0. Updated by CAS so one CPU reports each transition. */
 volatile __u64 pressure_cur = PRESSURE_UNKNOWN;
@@ -137,9 +148,20 @@ static __always_inline __s64 prot_allocated(const struct proto *prot)
 	return a < 0 ? 0 : a;
 }
 
+static __always_inline long read_long(const long *p)
+{
+	long v = 0;
+
+	if (scalar_ptr_probe_read)
+		bpf_probe_read_kernel(&v, sizeof(v), p);
+	else
+		v = *p;
+	return v;
+}
+
 static __always_inline __s64 prot_limit(const struct proto *prot, int i)
 {
-	return prot->sysctl_mem[i];
+	return read_long(prot->sysctl_mem + i);
 }
 
 static __always_inline __u64 pressure_now(void)
@@ -305,7 +327,7 @@ static __always_inline void emit_pressure(const struct proto *prot, __u8 kind, _
 static __always_inline void sample_pressure(const struct sock *sk)
 {
 	const struct proto *prot = sk->__sk_common.skc_prot;
-	__u64 v = *prot->memory_pressure;
+	__u64 v = read_long((const long *)prot->memory_pressure);
 	__u64 old = pressure_cur;
 
 	if (v == old)
@@ -401,7 +423,7 @@ static __always_inline bool skb_is_tcp(const struct sk_buff *skb)
 }
 
 static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, __u8 slot,
-				      const struct sock *sk, bool trusted)
+				      const struct sock *sk, bool trusted, bool from_kfree)
 {
 	struct owner *o = NULL;
 	struct counters *c;
@@ -419,6 +441,8 @@ static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, _
 		tcp = skb_is_tcp(skb);
 		netns = skb->dev ? skb->dev->nd_net.net->ns.inum : 0;
 	}
+	if (from_kfree && tcp && (tcp_slots_elsewhere & (1 << slot)))
+		return 0;
 	if (filter_netns && netns != filter_netns)
 		return 0;
 	if (sk && tcp)
@@ -475,8 +499,8 @@ static __always_inline int handle_drop(const struct sk_buff *skb, __u32 reason,
 	if (!slot)
 		return 0;
 	if (rx_sk)
-		return count_drop(skb, reason, slot, rx_sk, true);
-	return count_drop(skb, reason, slot, skb->sk, false);
+		return count_drop(skb, reason, slot, rx_sk, true, true);
+	return count_drop(skb, reason, slot, skb->sk, false, true);
 }
 
 /* ---- memory aborts ---------------------------------------------------- */
@@ -529,6 +553,34 @@ SEC("tp_btf/kfree_skb")
 int BPF_PROG(tp_kfree_skb_norxsk, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
 	return handle_drop(skb, reason, NULL);
+}
+
+/* Before 6.11: the receive-memory check whose failure is a TCP PROTO_MEM
+ * drop (in-order: TCPRcvQDrop; out-of-order: TCPOFODrop), with its socket. */
+SEC("fexit/tcp_try_rmem_schedule")
+int BPF_PROG(fexit_tcp_try_rmem_schedule, struct sock *sk, struct sk_buff *skb, unsigned int size,
+	     int ret)
+{
+	if (ret)
+		count_drop(skb, reason_proto_mem, SLOT_PROTO_MEM, sk, true, false);
+	return 0;
+}
+
+/* Before 6.11: true with *reason SOCKET_BACKLOG is a backlog drop
+ * (TCPBacklogDrop); true is also a checksum drop, which is not ours. Older
+ * verifiers refuse typed access to a pointer-to-enum argument: read it raw. */
+SEC("fexit/tcp_add_backlog")
+int BPF_PROG(fexit_tcp_add_backlog, struct sock *sk, struct sk_buff *skb, void *unused, bool ret)
+{
+	__u64 reason_ptr = 0;
+	__u32 r = 0;
+
+	if (!ret || bpf_get_func_arg(ctx, 2, &reason_ptr))
+		return 0;
+	bpf_probe_read_kernel(&r, sizeof(r), (void *)reason_ptr);
+	if (r == reason_socket_backlog)
+		count_drop(skb, r, SLOT_SOCKET_BACKLOG, sk, true, false);
+	return 0;
 }
 
 /* ---- allocation refusals ------------------------------------------------ */

@@ -11,8 +11,11 @@
 /* Kernel drop-reason values below this are mapped to slots; subsystem
  * reasons (high bits set) never are memory drops. */
 #define MAX_DROP_REASONS 256
-/* Slot 0 means "not tracked"; userspace assigns 1..DROP_SLOTS-1 by name. */
+/* Slot 0 means "not tracked"; userspace assigns 1..DROP_SLOTS-1 by name,
+ * in the order of tracer.MemoryDropReasons. */
 #define DROP_SLOTS 8
+#define SLOT_PROTO_MEM 1
+#define SLOT_SOCKET_BACKLOG 2
 
 /* pressure_cur before the first sample: the state is not known yet. */
 #define PRESSURE_UNKNOWN (~0ULL)

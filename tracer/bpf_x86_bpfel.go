@@ -101,9 +101,11 @@ const (
 	bpfMapOwners                       = "owners"
 	bpfMapPidFilter                    = "pid_filter"
 	bpfMapTotals                       = "totals"
+	bpfProgFexitTcpAddBacklog          = "fexit_tcp_add_backlog"
 	bpfProgFexitTcpCheckOom            = "fexit_tcp_check_oom"
 	bpfProgFexitTcpEnterMemoryPressure = "fexit_tcp_enter_memory_pressure"
 	bpfProgFexitTcpLeaveMemoryPressure = "fexit_tcp_leave_memory_pressure"
+	bpfProgFexitTcpTryRmemSchedule     = "fexit_tcp_try_rmem_schedule"
 	bpfProgSnapshotOwners              = "snapshot_owners"
 	bpfProgTpInetSockSetState          = "tp_inet_sock_set_state"
 	bpfProgTpKfreeSkb                  = "tp_kfree_skb"
@@ -122,8 +124,12 @@ const (
 	bpfVarFilterNetns                  = "filter_netns"
 	bpfVarFilterOwner                  = "filter_owner"
 	bpfVarPressureCur                  = "pressure_cur"
+	bpfVarReasonProtoMem               = "reason_proto_mem"
+	bpfVarReasonSocketBacklog          = "reason_socket_backlog"
 	bpfVarRstAbortOnMemory             = "rst_abort_on_memory"
+	bpfVarScalarPtrProbeRead           = "scalar_ptr_probe_read"
 	bpfVarSockMinSndbuf                = "sock_min_sndbuf"
+	bpfVarTcpSlotsElsewhere            = "tcp_slots_elsewhere"
 	bpfVarUnusedEvent                  = "unused_event"
 	bpfVarUnusedOwnerKey               = "unused_owner_key"
 )
@@ -170,9 +176,11 @@ type bpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfProgramSpecs struct {
+	FexitTcpAddBacklog          *ebpf.ProgramSpec `ebpf:"fexit_tcp_add_backlog"`
 	FexitTcpCheckOom            *ebpf.ProgramSpec `ebpf:"fexit_tcp_check_oom"`
 	FexitTcpEnterMemoryPressure *ebpf.ProgramSpec `ebpf:"fexit_tcp_enter_memory_pressure"`
 	FexitTcpLeaveMemoryPressure *ebpf.ProgramSpec `ebpf:"fexit_tcp_leave_memory_pressure"`
+	FexitTcpTryRmemSchedule     *ebpf.ProgramSpec `ebpf:"fexit_tcp_try_rmem_schedule"`
 	SnapshotOwners              *ebpf.ProgramSpec `ebpf:"snapshot_owners"`
 	TpInetSockSetState          *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                  *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
@@ -201,17 +209,21 @@ type bpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
-	DropSlot          *ebpf.VariableSpec `ebpf:"drop_slot"`
-	FilterCgroupId    *ebpf.VariableSpec `ebpf:"filter_cgroup_id"`
-	FilterCgroupLevel *ebpf.VariableSpec `ebpf:"filter_cgroup_level"`
-	FilterComm        *ebpf.VariableSpec `ebpf:"filter_comm"`
-	FilterNetns       *ebpf.VariableSpec `ebpf:"filter_netns"`
-	FilterOwner       *ebpf.VariableSpec `ebpf:"filter_owner"`
-	PressureCur       *ebpf.VariableSpec `ebpf:"pressure_cur"`
-	RstAbortOnMemory  *ebpf.VariableSpec `ebpf:"rst_abort_on_memory"`
-	SockMinSndbuf     *ebpf.VariableSpec `ebpf:"sock_min_sndbuf"`
-	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedOwnerKey    *ebpf.VariableSpec `ebpf:"unused_owner_key"`
+	DropSlot            *ebpf.VariableSpec `ebpf:"drop_slot"`
+	FilterCgroupId      *ebpf.VariableSpec `ebpf:"filter_cgroup_id"`
+	FilterCgroupLevel   *ebpf.VariableSpec `ebpf:"filter_cgroup_level"`
+	FilterComm          *ebpf.VariableSpec `ebpf:"filter_comm"`
+	FilterNetns         *ebpf.VariableSpec `ebpf:"filter_netns"`
+	FilterOwner         *ebpf.VariableSpec `ebpf:"filter_owner"`
+	PressureCur         *ebpf.VariableSpec `ebpf:"pressure_cur"`
+	ReasonProtoMem      *ebpf.VariableSpec `ebpf:"reason_proto_mem"`
+	ReasonSocketBacklog *ebpf.VariableSpec `ebpf:"reason_socket_backlog"`
+	RstAbortOnMemory    *ebpf.VariableSpec `ebpf:"rst_abort_on_memory"`
+	ScalarPtrProbeRead  *ebpf.VariableSpec `ebpf:"scalar_ptr_probe_read"`
+	SockMinSndbuf       *ebpf.VariableSpec `ebpf:"sock_min_sndbuf"`
+	TcpSlotsElsewhere   *ebpf.VariableSpec `ebpf:"tcp_slots_elsewhere"`
+	UnusedEvent         *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedOwnerKey      *ebpf.VariableSpec `ebpf:"unused_owner_key"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -255,26 +267,32 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
-	DropSlot          *ebpf.Variable `ebpf:"drop_slot"`
-	FilterCgroupId    *ebpf.Variable `ebpf:"filter_cgroup_id"`
-	FilterCgroupLevel *ebpf.Variable `ebpf:"filter_cgroup_level"`
-	FilterComm        *ebpf.Variable `ebpf:"filter_comm"`
-	FilterNetns       *ebpf.Variable `ebpf:"filter_netns"`
-	FilterOwner       *ebpf.Variable `ebpf:"filter_owner"`
-	PressureCur       *ebpf.Variable `ebpf:"pressure_cur"`
-	RstAbortOnMemory  *ebpf.Variable `ebpf:"rst_abort_on_memory"`
-	SockMinSndbuf     *ebpf.Variable `ebpf:"sock_min_sndbuf"`
-	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
-	UnusedOwnerKey    *ebpf.Variable `ebpf:"unused_owner_key"`
+	DropSlot            *ebpf.Variable `ebpf:"drop_slot"`
+	FilterCgroupId      *ebpf.Variable `ebpf:"filter_cgroup_id"`
+	FilterCgroupLevel   *ebpf.Variable `ebpf:"filter_cgroup_level"`
+	FilterComm          *ebpf.Variable `ebpf:"filter_comm"`
+	FilterNetns         *ebpf.Variable `ebpf:"filter_netns"`
+	FilterOwner         *ebpf.Variable `ebpf:"filter_owner"`
+	PressureCur         *ebpf.Variable `ebpf:"pressure_cur"`
+	ReasonProtoMem      *ebpf.Variable `ebpf:"reason_proto_mem"`
+	ReasonSocketBacklog *ebpf.Variable `ebpf:"reason_socket_backlog"`
+	RstAbortOnMemory    *ebpf.Variable `ebpf:"rst_abort_on_memory"`
+	ScalarPtrProbeRead  *ebpf.Variable `ebpf:"scalar_ptr_probe_read"`
+	SockMinSndbuf       *ebpf.Variable `ebpf:"sock_min_sndbuf"`
+	TcpSlotsElsewhere   *ebpf.Variable `ebpf:"tcp_slots_elsewhere"`
+	UnusedEvent         *ebpf.Variable `ebpf:"unused_event"`
+	UnusedOwnerKey      *ebpf.Variable `ebpf:"unused_owner_key"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfPrograms struct {
+	FexitTcpAddBacklog          *ebpf.Program `ebpf:"fexit_tcp_add_backlog"`
 	FexitTcpCheckOom            *ebpf.Program `ebpf:"fexit_tcp_check_oom"`
 	FexitTcpEnterMemoryPressure *ebpf.Program `ebpf:"fexit_tcp_enter_memory_pressure"`
 	FexitTcpLeaveMemoryPressure *ebpf.Program `ebpf:"fexit_tcp_leave_memory_pressure"`
+	FexitTcpTryRmemSchedule     *ebpf.Program `ebpf:"fexit_tcp_try_rmem_schedule"`
 	SnapshotOwners              *ebpf.Program `ebpf:"snapshot_owners"`
 	TpInetSockSetState          *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                  *ebpf.Program `ebpf:"tp_kfree_skb"`
@@ -290,9 +308,11 @@ type bpfPrograms struct {
 
 func (p *bpfPrograms) Close() error {
 	return _BpfClose(
+		p.FexitTcpAddBacklog,
 		p.FexitTcpCheckOom,
 		p.FexitTcpEnterMemoryPressure,
 		p.FexitTcpLeaveMemoryPressure,
+		p.FexitTcpTryRmemSchedule,
 		p.SnapshotOwners,
 		p.TpInetSockSetState,
 		p.TpKfreeSkb,

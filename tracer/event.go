@@ -11,8 +11,10 @@ import (
 
 // Limits of the BPF side (bpf/tcpmemtrace.h); a test checks them against the object.
 const (
-	maxDropReasons = 256
-	dropSlots      = 8
+	maxDropReasons    = 256
+	dropSlots         = 8
+	slotProtoMem      = 1 // SLOT_PROTO_MEM: MemoryDropReasons[0] + 1
+	slotSocketBacklog = 2 // SLOT_SOCKET_BACKLOG
 )
 
 // Kind is the kind of a sampled event.

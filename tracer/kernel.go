@@ -99,6 +99,18 @@ func (k *kernelFacts) tracepointArgs(name string) (n int, ok bool) {
 	return len(proto.Params) - 1, true // the first is the tracepoint's data pointer
 }
 
+// funcParams is the number of parameters of a kernel function, -1 if absent.
+func (k *kernelFacts) funcParams(name string) int {
+	var fn *btf.Func
+	if err := k.spec.TypeByName(name, &fn); err != nil {
+		return -1
+	}
+	if proto, ok := fn.Type.(*btf.FuncProto); ok {
+		return len(proto.Params)
+	}
+	return -1
+}
+
 func (k *kernelFacts) hasFunc(name string) bool {
 	var fn *btf.Func
 	return k.spec.TypeByName(name, &fn) == nil

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -41,9 +42,17 @@ func fakeKernel(t *testing.T, drops, rsts map[string]uint32, tps map[string]int,
 		types = append(types, &btf.Typedef{Name: "btf_trace_" + name,
 			Type: &btf.Pointer{Target: &btf.FuncProto{Return: &btf.Void{}, Params: params}}})
 	}
-	for _, fn := range funcs {
-		types = append(types, &btf.Func{Name: fn, Linkage: btf.GlobalFunc,
-			Type: &btf.FuncProto{Return: u64, Params: []btf.FuncParam{{Name: "sk", Type: u64}}}})
+	for _, fn := range funcs { // "name" or "name/params"
+		name, n := fn, 1
+		if i := strings.IndexByte(fn, '/'); i > 0 {
+			name, n = fn[:i], int(fn[i+1]-'0')
+		}
+		params := make([]btf.FuncParam, n)
+		for i := range params {
+			params[i] = btf.FuncParam{Name: fmt.Sprint("a", i), Type: u64}
+		}
+		types = append(types, &btf.Func{Name: name, Linkage: btf.GlobalFunc,
+			Type: &btf.FuncProto{Return: u64, Params: params}})
 	}
 	b, err := btf.NewBuilder(types, nil)
 	if err != nil {
@@ -66,8 +75,9 @@ func TestDropSlotsFollowNames(t *testing.T) {
 		kernel string
 		drops  map[string]uint32
 	}{
-		{"6.1", map[string]uint32{"NOT_SPECIFIED": 2, "SOCKET_RCVBUFF": 15, "PROTO_MEM": 16, "SOCKET_BACKLOG": 23, "TCP_OFO_QUEUE_PRUNE": 43}},
-		{"6.12", map[string]uint32{"SOCKET_RCVBUFF": 6, "PROTO_MEM": 19, "SOCKET_BACKLOG": 27, "TCP_OFO_QUEUE_PRUNE": 50}},
+		// Values read from the BTF of Debian's 6.1.0-50 and 6.12.101 kernels.
+		{"6.1", map[string]uint32{"NOT_SPECIFIED": 2, "SOCKET_RCVBUFF": 15, "PROTO_MEM": 16, "SOCKET_BACKLOG": 20, "TCP_OFO_QUEUE_PRUNE": 35}},
+		{"6.12", map[string]uint32{"SOCKET_RCVBUFF": 6, "PROTO_MEM": 19, "SOCKET_BACKLOG": 28, "TCP_OFO_QUEUE_PRUNE": 46}},
 		{"6.18", map[string]uint32{"SOCKET_RCVBUFF": 6, "PROTO_MEM": 20, "SOCKET_BACKLOG": 29, "TCP_OFO_QUEUE_PRUNE": 52}},
 	} {
 		k := fakeKernel(t, tc.drops, nil, nil)
@@ -170,11 +180,21 @@ func TestSelectHooks(t *testing.T) {
 	if r := hooks[0].Rejected; len(r) != 2 || !strings.Contains(r[1].Reason, "6.10") {
 		t.Errorf("aborts rejected: %+v", r)
 	}
-	if !strings.HasPrefix(u[EventDrops], "tp_btf/kfree_skb (skb->sk)") {
-		t.Errorf("drops on 6.1: %q", u[EventDrops])
+	if !strings.HasPrefix(u[EventDrops], "tp_btf/kfree_skb (skb->sk)") || hooks[2].tcpSlotsElsewhere != 0 {
+		t.Errorf("drops on 6.1 without fexit: %q", u[EventDrops])
+	}
+	if n := strings.Join(hooks[2].Notes, " "); !strings.Contains(n, "no owner") {
+		t.Errorf("drops notes on 6.1 without fexit: %q", n)
 	}
 	if n := strings.Join(hooks[1].Notes, " "); !strings.Contains(n, "sock_send_length") {
 		t.Errorf("pressure notes on a pre-6.3 kernel: %q", n)
+	}
+	// 6.1 where fexit works: TCP receive drops are counted at the failed
+	// check, with their socket, and kfree_skb leaves them alone.
+	hooks = selectHooks(fakeKernel(t, drops, nil, old, append(fns, "tcp_try_rmem_schedule/3", "tcp_add_backlog/3")...), HooksAuto, allow)
+	if d := hooks[2]; !strings.HasPrefix(d.Using, "fexit/tcp_add_backlog (TCP SOCKET_BACKLOG), fexit/tcp_try_rmem_schedule (TCP PROTO_MEM), tp_btf/kfree_skb (skb->sk)") ||
+		d.tcpSlotsElsewhere != 1<<slotProtoMem|1<<slotSocketBacklog || len(d.programs) != 3 {
+		t.Errorf("drops on 6.1 with fexit: %q, slots %b, programs %v", d.Using, d.tcpSlotsElsewhere, d.programs)
 	}
 }
 
@@ -240,6 +260,9 @@ func TestGoTypesMatchC(t *testing.T) {
 				t.Errorf("%s.%s: C offset %d bits, Go %s at %d bytes", tc.name, m.Name, m.Offset, goFields[i].Name, off)
 			}
 		}
+	}
+	if MemoryDropReasons[slotProtoMem-1] != "PROTO_MEM" || MemoryDropReasons[slotSocketBacklog-1] != "SOCKET_BACKLOG" {
+		t.Error("SLOT_PROTO_MEM / SLOT_SOCKET_BACKLOG do not match MemoryDropReasons")
 	}
 	var c bpfCounts
 	if len(c.TcpDrops) != dropSlots || len(MemoryDropReasons) >= dropSlots {

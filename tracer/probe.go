@@ -41,6 +41,8 @@ type Hook struct {
 
 	programs []string // BPF programs to load for this variant
 	optional bool     // attach failures are noted, not fatal
+	// tcpSlotsElsewhere: drop slots whose TCP drops fexit programs count.
+	tcpSlotsElsewhere uint8
 }
 
 // Rejected is a variant that was not used.
@@ -175,8 +177,25 @@ func selectHooks(k *kernelFacts, policy HookPolicy, probe tracingProbe) []Hook {
 	case n >= 4:
 		h.Using, h.programs = "tp_btf/kfree_skb (rx_sk)", []string{bpfProgTpKfreeSkb}
 	case n == 3 && len(reasons) > 0:
+		// TCP frees a dropped incoming skb before it has a socket: the
+		// check that fails tells which socket, where fexit is allowed.
 		h.Rejected = append(h.Rejected, Rejected{"tp_btf/kfree_skb (rx_sk)", "no rx_sk argument (needs 6.11)"})
 		h.Using, h.programs = "tp_btf/kfree_skb (skb->sk)", []string{bpfProgTpKfreeSkbNorxsk}
+		if label, err := fexit("tcp_try_rmem_schedule"); err != nil {
+			h.Rejected = append(h.Rejected, Rejected{label, err.Error()})
+			h.Notes = append(h.Notes, "TCP receive drops carry no socket here: no owner, and none counted under --netns or owner filters")
+		} else {
+			h.Using = label + " (TCP PROTO_MEM), " + h.Using
+			h.programs = append(h.programs, bpfProgFexitTcpTryRmemSchedule)
+			h.tcpSlotsElsewhere |= 1 << slotProtoMem
+			if label, err := fexit("tcp_add_backlog"); err == nil && k.funcParams("tcp_add_backlog") == 3 {
+				h.Using = label + " (TCP SOCKET_BACKLOG), " + h.Using
+				h.programs = append(h.programs, bpfProgFexitTcpAddBacklog)
+				h.tcpSlotsElsewhere |= 1 << slotSocketBacklog
+			} else {
+				h.Notes = append(h.Notes, "TCP SOCKET_BACKLOG drops carry no socket here")
+			}
+		}
 	default:
 		h.Rejected = append(h.Rejected, Rejected{"tp_btf/kfree_skb", "no drop reasons (needs 5.17)"})
 	}

@@ -106,6 +106,8 @@ type Info struct {
 	Comm   string   `json:"comm,omitempty"`
 	Cgroup string   `json:"cgroup,omitempty"`
 	Hooks  []Hook   `json:"hooks"`
+	// Notes are facts about this kernel that change how events are read.
+	Notes []string `json:"notes,omitempty"`
 	// DropReasons are the tracked drop reasons' values on the traced kernel.
 	DropReasons map[string]uint32 `json:"drop_reasons"`
 }
@@ -221,15 +223,18 @@ func New(cfg Config) (_ *Tracer, err error) {
 		return nil, err
 	}
 	vars := map[string]any{
-		bpfVarDropSlot:          table,
-		bpfVarRstAbortOnMemory:  rst,
-		bpfVarSockMinSndbuf:     k.sockMinSndbuf(),
-		bpfVarFilterNetns:       cfg.NetNS,
-		bpfVarFilterOwner:       ownerFilters,
-		bpfVarFilterComm:        comm,
-		bpfVarFilterCgroupId:    cg.ID,
-		bpfVarFilterCgroupLevel: cg.Level,
-		bpfVarPressureCur:       initialPressure(),
+		bpfVarDropSlot:            table,
+		bpfVarRstAbortOnMemory:    rst,
+		bpfVarSockMinSndbuf:       k.sockMinSndbuf(),
+		bpfVarFilterNetns:         cfg.NetNS,
+		bpfVarFilterOwner:         ownerFilters,
+		bpfVarFilterComm:          comm,
+		bpfVarFilterCgroupId:      cg.ID,
+		bpfVarFilterCgroupLevel:   cg.Level,
+		bpfVarPressureCur:         initialPressure(),
+		bpfVarTcpSlotsElsewhere:   hooksSlotsElsewhere(t.info.Hooks),
+		bpfVarReasonProtoMem:      found["PROTO_MEM"],
+		bpfVarReasonSocketBacklog: found["SOCKET_BACKLOG"],
 	}
 	for name, v := range vars {
 		if err := spec.Variables[name].Set(v); err != nil {
@@ -254,6 +259,15 @@ func New(cfg Config) (_ *Tracer, err error) {
 		sections[name] = ps.SectionName
 	}
 	t.coll, err = ebpf.NewCollection(spec)
+	if ve := (*ebpf.VerifierError)(nil); errors.As(err, &ve) && strings.Contains(strings.Join(ve.Log, "\n"), "invalid mem access 'scalar'") {
+		// Older verifiers refuse loads through pointers to scalars; read
+		// those few words with bpf_probe_read_kernel instead.
+		if err := spec.Variables[bpfVarScalarPtrProbeRead].Set(uint8(1)); err != nil {
+			return nil, err
+		}
+		t.coll, err = ebpf.NewCollection(spec)
+		t.info.Notes = append(t.info.Notes, "this kernel's verifier refuses direct loads through pointers to scalars: memory_pressure and tcp_mem are read with bpf_probe_read_kernel")
+	}
 	if err != nil {
 		return nil, loadError(err)
 	}
@@ -315,6 +329,14 @@ func (t *Tracer) snapshotOwners() error {
 	defer it.Close()
 	_, err = io.Copy(io.Discard, it)
 	return err
+}
+
+func hooksSlotsElsewhere(hooks []Hook) uint8 {
+	var m uint8
+	for _, h := range hooks {
+		m |= h.tcpSlotsElsewhere
+	}
+	return m
 }
 
 // loadError makes a verifier rejection readable: its last lines say why.

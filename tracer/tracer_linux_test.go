@@ -3,6 +3,7 @@ package tracer_test
 import (
 	"context"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -46,10 +47,15 @@ func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced 
 	}
 	t.Cleanup(env.Close)
 
-	tr, err := tracer.New(tracer.Config{NetNS: env.NetNS})
+	cfg := tracer.Config{NetNS: env.NetNS}
+	if os.Getenv("TCPMEMTRACE_TEST_HOOKS") == "tracepoints" {
+		cfg.Hooks = tracer.HooksTracepoints
+	}
+	tr, err := tracer.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkHooks(t, tr.Info().Hooks)
 	t.Cleanup(func() { tr.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -199,5 +205,22 @@ func checkEvents(t *testing.T, r traced) {
 	}
 	if aborts != tot.Aborts() || drops != tot.Drops["PROTO_MEM"] {
 		t.Errorf("events: %d aborts, %d PROTO_MEM drops; totals: %d, %d", aborts, drops, tot.Aborts(), tot.Drops["PROTO_MEM"])
+	}
+}
+
+// checkHooks logs the variant of each event and, when the kernel matrix says
+// which family it expects (TCPMEMTRACE_EXPECT_HOOKS=fexit|tracepoint),
+// asserts that aborts and pressure use it.
+func checkHooks(t *testing.T, hooks []tracer.Hook) {
+	t.Helper()
+	want := os.Getenv("TCPMEMTRACE_EXPECT_HOOKS")
+	for _, h := range hooks {
+		t.Logf("hook %s: %s %v", h.Event, h.Using, h.Rejected)
+		if h.Event != tracer.EventAborts && h.Event != tracer.EventPressure {
+			continue
+		}
+		if fexit := strings.HasPrefix(h.Using, "fexit/"); (want == "fexit" && !fexit) || (want == "tracepoint" && fexit) {
+			t.Errorf("%s uses %q, want the %s variant", h.Event, h.Using, want)
+		}
 	}
 }

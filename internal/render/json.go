@@ -50,6 +50,7 @@ type StartObject struct {
 	Comm        string            `json:"comm,omitempty"`
 	Cgroup      string            `json:"cgroup,omitempty"`
 	Hooks       []tracer.Hook     `json:"hooks"`
+	Notes       []string          `json:"notes,omitempty"`
 	DropReasons map[string]uint32 `json:"drop_reasons"`
 }
 
@@ -183,7 +184,7 @@ func (j *JSON) Start(info tracer.Info) error {
 		Type: "start", Version: SchemaVersion, Time: info.Start, Hostname: info.Hostname, Kernel: info.Kernel,
 		BootID: info.BootID, PageSize: info.PageSize, TCPRmem: info.TCPRmem, TCPWmem: info.TCPWmem,
 		MaxOrphans: info.MaxOrphans, NetNS: info.NetNS, PIDs: info.PIDs, Comm: info.Comm, Cgroup: info.Cgroup,
-		Hooks: info.Hooks, DropReasons: info.DropReasons,
+		Hooks: info.Hooks, Notes: info.Notes, DropReasons: info.DropReasons,
 		TCPMem: MemTriple{Pages: info.TCPMem},
 	}
 	for i, p := range info.TCPMem {

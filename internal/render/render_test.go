@@ -30,6 +30,7 @@ func info() tracer.Info {
 			{Event: tracer.EventRefusals},
 		},
 		DropReasons: map[string]uint32{"PROTO_MEM": 20},
+		Notes:       []string{"memory_pressure and tcp_mem are read with bpf_probe_read_kernel"},
 	}
 }
 

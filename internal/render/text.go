@@ -57,6 +57,9 @@ func (t *Text) Start(info tracer.Info) error {
 		fmt.Fprintf(w, "only %s (pressure is global)\n", f)
 	}
 	WriteHooks(w, info.Hooks)
+	for _, n := range info.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
 	fmt.Fprintf(w, "Tracing TCP memory events... Hit Ctrl-C to end.\n\n")
 	fmt.Fprintf(w, lineFormat, "TIME", "PID", "COMM", "LADDR:LPORT", "RADDR:RPORT", "STATE", "EVENT", "DETAIL")
 	return w.Flush()

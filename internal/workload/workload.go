@@ -33,9 +33,13 @@ const (
 	// the reader's forced charges (one skb per empty receive queue) alone
 	// keep allocated above the hard limit.
 	OOM = "oom"
-	// Orphans fills the sockets to a zero window, closes one, waits for the
-	// orphan count to refresh, closes the rest: with tcp_max_orphans at 0,
-	// "TCP: too many orphaned sockets" for each.
+	// Orphans fills the sockets to a zero window and closes them with
+	// tcp_max_orphans at 0: "TCP: too many orphaned sockets" for each. A
+	// seed connection closed first stays an orphan in FIN_WAIT2 (whose timer
+	// never checks for orphans) so the kernel's cached orphan count is
+	// non-zero whatever the timing; the first filled socket, closed with the
+	// seed, dies later on its probe timer (the timer path), the others in
+	// close(). Small buffers keep a small machine far from tcp_mem.
 	Orphans = "orphans"
 )
 
@@ -328,6 +332,17 @@ func coordinate(s Scenario) error {
 	return nil
 }
 
+// orphanBuf is SO_SNDBUF/SO_RCVBUF in the orphan scenario (the kernel doubles it).
+const orphanBuf = 32 << 10
+
+// seeds is the number of extra connections a scenario opens.
+func seeds(s Scenario) int {
+	if s.Kind == Orphans {
+		return 1
+	}
+	return 0
+}
+
 func loopbackUp() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -359,6 +374,11 @@ func read(s Scenario) error {
 	if err := unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		return err
 	}
+	if s.Kind == Orphans {
+		if err := unix.SetsockoptInt(ln, unix.SOL_SOCKET, unix.SO_RCVBUF, orphanBuf); err != nil {
+			return err
+		}
+	}
 	if err := unix.Listen(ln, s.Conns+16); err != nil {
 		return err
 	}
@@ -367,8 +387,8 @@ func read(s Scenario) error {
 		return err
 	}
 	fmt.Printf("port %d\n", sa.(*unix.SockaddrInet4).Port)
-	fds := make([]int, 0, s.Conns)
-	for len(fds) < s.Conns {
+	fds := make([]int, 0, s.Conns+1)
+	for len(fds) < s.Conns+seeds(s) {
 		fd, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
 		if err != nil {
 			return err
@@ -390,11 +410,16 @@ func write(s Scenario) error {
 	if err := expect(in, "connect"); err != nil {
 		return err
 	}
-	fds := make([]int, 0, s.Conns)
-	for range s.Conns {
+	fds := make([]int, 0, s.Conns+1)
+	for range s.Conns + seeds(s) {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return err
+		}
+		if s.Kind == Orphans {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, orphanBuf); err != nil {
+				return err
+			}
 		}
 		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}); err != nil {
 			return err
@@ -405,6 +430,14 @@ func write(s Scenario) error {
 		fds = append(fds, fd)
 	}
 	fmt.Println("connected")
+	var seed int
+	if s.Kind == Orphans {
+		// FIN_WAIT2 orphans live TCP_LINGER2 - 60s on the keepalive timer.
+		seed, fds = fds[0], fds[1:]
+		if err := unix.SetsockoptInt(seed, unix.IPPROTO_TCP, unix.TCP_LINGER2, 120); err != nil {
+			return err
+		}
+	}
 	if err := expect(in, "fill"); err != nil {
 		return err
 	}
@@ -439,8 +472,9 @@ func write(s Scenario) error {
 		return err
 	}
 	if s.Kind == Orphans {
-		// The orphan count the check reads is refreshed every 100ms: one
-		// orphan first, then every later close finds too many.
+		// The orphan count the check reads is refreshed every 100ms: two
+		// orphans first, then every later close finds too many.
+		unix.Close(seed)
 		unix.Close(fds[0])
 		time.Sleep(300 * time.Millisecond)
 		fds = fds[1:]

@@ -1,0 +1,26 @@
+#!/bin/busybox sh
+# /init of the test guest: mount what the tracer reads, run the privileged
+# tracer tests once per hook policy in $TMT_RUNS, print markers, power off.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mkdir -p /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup
+echo; echo "TMT-KERNEL $(uname -r)"
+status=0
+for run in $TMT_RUNS; do
+	policy=${run%%:*}
+	expect=${run#*:}
+	/tcpmemtrace --list-probes --hooks "$policy" > /tmp/probes 2>&1
+	sed "s/^/TMT-PROBES $policy /" /tmp/probes
+	TCPMEMTRACE_TEST_HOOKS=$policy TCPMEMTRACE_EXPECT_HOOKS=$expect \
+		/tracer.test -test.v -test.count=1 -test.timeout=20m -test.run "$TMT_TESTS" > /tmp/out 2>&1
+	rc=$?
+	sed "s/^/TMT-TEST $policy /" /tmp/out
+	echo "TMT-RUN $policy rc=$rc"
+	[ $rc -eq 0 ] || status=1
+done
+echo "TMT-EXIT $status"
+poweroff -f
