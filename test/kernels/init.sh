@@ -1,6 +1,7 @@
 #!/bin/busybox sh
 # /init of the test guest: mount what the tracer reads, run the privileged
-# tracer tests once per hook policy in $TMT_RUNS, print markers, power off.
+# tracer tests once per hook policy in $TMT_RUNS and the command's
+# end-to-end tests once, print markers, power off.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -22,5 +23,11 @@ for run in $TMT_RUNS; do
 	echo "TMT-RUN $policy rc=$rc"
 	[ $rc -eq 0 ] || status=1
 done
+# The command's end-to-end tests (the real binary, attribution, filters), once.
+TCPMEMTRACE_BINARY=/tcpmemtrace /cmd.test -test.v -test.count=1 -test.timeout=20m > /tmp/out 2>&1
+rc=$?
+sed "s/^/TMT-TEST e2e /" /tmp/out
+echo "TMT-RUN e2e rc=$rc"
+[ $rc -eq 0 ] || status=1
 echo "TMT-EXIT $status"
 poweroff -f

@@ -56,6 +56,7 @@ probes() {
 echo "== building static test binaries"
 mkdir -p "$work/root/bin" "$work/root/proc" "$work/root/sys" "$work/root/dev" "$work/root/tmp"
 (cd "$root" && CGO_ENABLED=0 go test -c -o "$work/root/tracer.test" ./tracer &&
+	CGO_ENABLED=0 go test -c -o "$work/root/cmd.test" ./cmd/tcpmemtrace &&
 	CGO_ENABLED=0 go build -o "$work/root/tcpmemtrace" ./cmd/tcpmemtrace)
 cp "$(command -v busybox)" "$work/root/bin/busybox"
 cp "$root/test/kernels/init.sh" "$work/root/init"
@@ -94,7 +95,7 @@ for series in 6.1 6.12; do
 		fail=1
 		grep -avE '^TMT-' "$log.txt" | tail -20 || true
 	fi
-	results+=("${kernel:-$series} $verdict ($((SECONDS - start))s) runs: ${runs[$series]} | $hooks")
+	results+=("${kernel:-$series} $verdict ($((SECONDS - start))s) runs: ${runs[$series]} e2e | $hooks")
 done
 
 echo
