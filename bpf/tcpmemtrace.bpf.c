@@ -88,6 +88,21 @@ struct {
 	__type(value, struct owner_stats);
 } owner_totals SEC(".maps");
 
+/* The last receive refusal on each CPU: the exact allocated value the
+ * kernel decided on, for the drop that follows it on the same socket. */
+struct last_refusal {
+	__u64 sk;
+	__u64 ts;
+	__s64 allocated;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct last_refusal);
+} last_refusal SEC(".maps");
+
 /* -p/--pid: the selected tgids. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -115,9 +130,10 @@ static __always_inline void add(__u64 *p, __u64 v)
 /* Count in the totals and, when known, in the owner's counts. */
 #define COUNT(tot, own, field, v)                                                                  \
 	do {                                                                                       \
+		struct counts *__own = (own);                                                      \
 		add(&(tot)->all.field, v);                                                         \
-		if (own)                                                                           \
-			add(&(own)->field, v);                                                     \
+		if (__own)                                                                         \
+			add(&__own->field, v);                                                     \
 	} while (0)
 
 static __always_inline __u32 sk_netns(const struct sock *sk)
@@ -409,6 +425,51 @@ static __always_inline void handle_abort(const struct sock *sk, __u32 reason)
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* The socket's memory cgroup refuses memory: v1 tcp accounting at its
+ * limit or under pressure, v2 socket pressure, or the cgroup at memory.max. */
+static __always_inline bool memcg_limited(const struct sock *sk)
+{
+	struct mem_cgroup *m = sk->sk_memcg;
+
+	if (!m)
+		return false;
+	if (bpf_core_field_exists(m->tcpmem_pressure) && m->tcpmem_active &&
+	    (m->tcpmem_pressure || m->tcpmem.usage.counter >= (long)m->tcpmem.max))
+		return true;
+	if (bpf_core_field_exists(m->socket_pressure) && m->socket_pressure &&
+	    bpf_jiffies64() < m->socket_pressure)
+		return true;
+	return m->memory.usage.counter >= (long)m->memory.max;
+}
+
+/*
+ * Why this TCP socket lost data to memory, in the kernel's order of checks:
+ * its own buffer; the global hard limit (with the exact value the kernel
+ * decided on when a refusal on this socket and CPU just preceded the drop);
+ * its memory cgroup; global pressure and its fairness rule.
+ */
+static __always_inline __u8 drop_cause(const struct sock *sk, const struct sk_buff *skb)
+{
+	const struct proto *prot = sk->__sk_common.skc_prot;
+	struct last_refusal *lr;
+	__u32 zero = 0;
+	__s64 alloc;
+
+	if (sk->sk_backlog.rmem_alloc.counter + (int)skb->truesize > sk->sk_rcvbuf)
+		return DROP_CAUSE_RCVBUF;
+	alloc = prot_allocated(prot);
+	lr = bpf_map_lookup_elem(&last_refusal, &zero);
+	if (lr && lr->sk == (__u64)sk && bpf_ktime_get_ns() - lr->ts < 1000000)
+		alloc = lr->allocated;
+	if (alloc > prot_limit(prot, 2))
+		return DROP_CAUSE_GLOBAL_HARD;
+	if (memcg_limited(sk))
+		return DROP_CAUSE_MEMCG;
+	if (pressure_now() || alloc > prot_limit(prot, 1))
+		return DROP_CAUSE_GLOBAL_PRESSURE;
+	return DROP_CAUSE_UNKNOWN;
+}
+
 /* Without a socket, tell TCP from the IP header the skb still carries. */
 static __always_inline bool skb_is_tcp(const struct sk_buff *skb)
 {
@@ -425,6 +486,7 @@ static __always_inline bool skb_is_tcp(const struct sk_buff *skb)
 static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, __u8 slot,
 				      const struct sock *sk, bool trusted, bool from_kfree)
 {
+	__u8 cause = DROP_CAUSE_UNKNOWN;
 	struct owner *o = NULL;
 	struct counters *c;
 	struct counts *oc;
@@ -461,12 +523,20 @@ static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, _
 		COUNT(c, oc, other_drops[slot], 1);
 		COUNT(c, oc, other_drop_bytes[slot], len);
 	}
-	if (sk && tcp)
+	if (sk && tcp) {
 		sample_pressure(sk);
+		/* The drops where TCP refused memory to arriving data: their
+		 * causes add up to the PROTO_MEM count. */
+		if (slot == SLOT_PROTO_MEM) {
+			cause = drop_cause(sk, skb);
+			add(&c->drop_causes[cause & (DROP_CAUSES - 1)], 1);
+		}
+	}
 
 	e = reserve(c, EV_DROP);
 	if (!e)
 		return 0;
+	e->cause = cause;
 	e->detail = slot;
 	e->reason = reason;
 	e->len = len;
@@ -555,14 +625,28 @@ int BPF_PROG(tp_kfree_skb_norxsk, struct sk_buff *skb, void *location, enum skb_
 	return handle_drop(skb, reason, NULL);
 }
 
-/* Before 6.11: the receive-memory check whose failure is a TCP PROTO_MEM
- * drop (in-order: TCPRcvQDrop; out-of-order: TCPOFODrop), with its socket. */
+/*
+ * Before 6.11: the receive-memory check whose failure is a TCP PROTO_MEM
+ * drop, with its socket. Out of order (seq after rcv_nxt) a failure is a
+ * drop (TCPOFODrop); in order it is one (TCPRcvQDrop) only when the receive
+ * queue holds data, since an empty queue is force-charged instead.
+ */
 SEC("fexit/tcp_try_rmem_schedule")
 int BPF_PROG(fexit_tcp_try_rmem_schedule, struct sock *sk, struct sk_buff *skb, unsigned int size,
 	     int ret)
 {
-	if (ret)
-		count_drop(skb, reason_proto_mem, SLOT_PROTO_MEM, sk, true, false);
+	struct tcp_sock *tp;
+	__u32 seq = 0;
+
+	if (!ret)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	bpf_probe_read_kernel(&seq, sizeof(seq), skb->cb); /* TCP_SKB_CB(skb)->seq */
+	if ((__s32)(seq - tp->rcv_nxt) <= 0 && !sk->sk_receive_queue.qlen)
+		return 0;
+	count_drop(skb, reason_proto_mem, SLOT_PROTO_MEM, sk, true, false);
 	return 0;
 }
 
@@ -608,10 +692,20 @@ int BPF_PROG(tp_sock_exceed_buf_limit, struct sock *sk, struct proto *prot, long
 	if (!c)
 		return 0;
 	oc = owner_counts(o);
-	if (kind)
+	if (kind) {
+		struct last_refusal *lr;
+		__u32 zero = 0;
+
 		COUNT(c, oc, refusals_recv, 1);
-	else
+		lr = bpf_map_lookup_elem(&last_refusal, &zero);
+		if (lr) {
+			lr->sk = (__u64)sk;
+			lr->ts = bpf_ktime_get_ns();
+			lr->allocated = allocated;
+		}
+	} else {
 		COUNT(c, oc, refusals_send, 1);
+	}
 
 	e = reserve(c, EV_REFUSAL);
 	if (!e)
@@ -626,12 +720,32 @@ int BPF_PROG(tp_sock_exceed_buf_limit, struct sock *sk, struct proto *prot, long
 
 /* ---- owners and pressure samples from process context -------------------- */
 
-static __always_inline int on_sock_io(const struct sock *sk)
+/* A writer told EAGAIN while TCP is under memory pressure: its write was
+ * cut short by the memory limits (blocking writers wait unseen instead). */
+static __always_inline void count_send_stall(const struct sock *sk)
+{
+	struct counters *c;
+	struct owner *o;
+	__u32 netns = sk_netns(sk);
+
+	if (filter_netns && netns != filter_netns)
+		return;
+	o = owner_of(sk);
+	if (!owner_selected(o))
+		return;
+	c = totals_get();
+	if (c)
+		COUNT(c, owner_counts(o), send_stalls, 1);
+}
+
+static __always_inline int on_sock_io(const struct sock *sk, int ret, bool send)
 {
 	if (!sk || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	sample_pressure(sk);
 	stamp_owner(sk);
+	if (send && ret == -11 /* EAGAIN */ && pressure_now())
+		count_send_stall(sk);
 	return 0;
 }
 
@@ -641,13 +755,13 @@ static __always_inline int on_sock_io(const struct sock *sk)
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 {
-	return on_sock_io(sk);
+	return on_sock_io(sk, ret, true);
 }
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 {
-	return on_sock_io(sk);
+	return on_sock_io(sk, ret, false);
 }
 
 /* connect() and listen() run in the owner's context; the passive side's

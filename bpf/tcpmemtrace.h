@@ -33,12 +33,23 @@ enum abort_cause {
 	CAUSE_ORPHANS = 2, /* otherwise tcp_too_many_orphans() was true */
 };
 
+/* Why a memory drop happened (counters.drop_causes, event.cause). */
+enum drop_cause {
+	DROP_CAUSE_UNKNOWN = 0,
+	DROP_CAUSE_RCVBUF = 1, /* the socket's own buffer (tcp_rmem, SO_RCVBUF) */
+	DROP_CAUSE_GLOBAL_HARD = 2, /* allocated above tcp_mem[2] */
+	DROP_CAUSE_GLOBAL_PRESSURE = 3,
+	DROP_CAUSE_MEMCG = 4, /* the socket's memory cgroup limit */
+	DROP_CAUSES = 8,
+};
+
 /* Counts kept in total and per owner. */
 struct counts {
 	__u64 mem_aborts;
 	__u64 orphan_aborts;
 	__u64 refusals_send;
 	__u64 refusals_recv;
+	__u64 send_stalls; /* sendmsg EAGAIN while TCP was under memory pressure */
 	__u64 tcp_drops[DROP_SLOTS];
 	__u64 tcp_drop_bytes[DROP_SLOTS];
 	__u64 other_drops[DROP_SLOTS];
@@ -48,6 +59,7 @@ struct counts {
 /* Exact in-kernel totals, one copy per CPU. */
 struct counters {
 	struct counts all;
+	__u64 drop_causes[DROP_CAUSES]; /* TCP PROTO_MEM drops with a socket, by cause */
 	__u64 pressure_enters;
 	__u64 pressure_leaves;
 	__u64 lost_samples;
@@ -115,6 +127,8 @@ struct event {
 	__u8 protocol;
 	__u8 memcg; /* socket charged to a memory cgroup */
 	__u8 orphan; /* SOCK_DEAD: closed by its owner, still alive */
+	__u8 cause; /* drop: enum drop_cause */
+	__u8 pad[7];
 	char comm[TASK_COMM_LEN]; /* owner's */
 };
 

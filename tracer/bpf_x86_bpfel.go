@@ -16,6 +16,7 @@ import (
 type bpfCounters struct {
 	_              structs.HostLayout
 	All            bpfCounts
+	DropCauses     [8]uint64
 	PressureEnters uint64
 	PressureLeaves uint64
 	LostSamples    uint64
@@ -27,6 +28,7 @@ type bpfCounts struct {
 	OrphanAborts   uint64
 	RefusalsSend   uint64
 	RefusalsRecv   uint64
+	SendStalls     uint64
 	TcpDrops       [8]uint64
 	TcpDropBytes   [8]uint64
 	OtherDrops     [8]uint64
@@ -65,8 +67,17 @@ type bpfEvent struct {
 	Protocol   uint8
 	Memcg      uint8
 	Orphan     uint8
+	Cause      uint8
+	Pad        [7]uint8
 	Comm       [16]int8
 	_          [4]byte
+}
+
+type bpfLastRefusal struct {
+	_         structs.HostLayout
+	Sk        uint64
+	Ts        uint64
+	Allocated int64
 }
 
 type bpfOwner struct {
@@ -97,6 +108,7 @@ type bpfOwnerStats struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	bpfMapEvents                       = "events"
+	bpfMapLastRefusal                  = "last_refusal"
 	bpfMapOwnerTotals                  = "owner_totals"
 	bpfMapOwners                       = "owners"
 	bpfMapPidFilter                    = "pid_filter"
@@ -199,6 +211,7 @@ type bpfProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
+	LastRefusal *ebpf.MapSpec `ebpf:"last_refusal"`
 	OwnerTotals *ebpf.MapSpec `ebpf:"owner_totals"`
 	Owners      *ebpf.MapSpec `ebpf:"owners"`
 	PidFilter   *ebpf.MapSpec `ebpf:"pid_filter"`
@@ -247,6 +260,7 @@ func (o *bpfObjects) Close() error {
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
+	LastRefusal *ebpf.Map `ebpf:"last_refusal"`
 	OwnerTotals *ebpf.Map `ebpf:"owner_totals"`
 	Owners      *ebpf.Map `ebpf:"owners"`
 	PidFilter   *ebpf.Map `ebpf:"pid_filter"`
@@ -256,6 +270,7 @@ type bpfMaps struct {
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
 		m.Events,
+		m.LastRefusal,
 		m.OwnerTotals,
 		m.Owners,
 		m.PidFilter,

@@ -97,9 +97,11 @@ type Event struct {
 	Kind   Kind
 	Cause  string // abort: CauseMemory or CauseOrphans
 	Reason string // drop reason name; abort: reset reason name (tracepoint variant)
-	Send   bool   // refusal: the send side (else receive)
-	Socket Socket
-	Owner  Owner
+	// DropCause says why a TCP PROTO_MEM drop happened (DropCauses).
+	DropCause string
+	Send      bool // refusal: the send side (else receive)
+	Socket    Socket
+	Owner     Owner
 	// CurrentPID ran the hook: on receive paths the sender, ksoftirqd or idle.
 	CurrentPID uint32
 	Bytes      uint32 // drop: skb->len
@@ -153,6 +155,9 @@ func (d *decoder) decode(raw []byte, ev *Event) error {
 		}
 	case KindDrop:
 		ev.Reason = d.slots[r.Detail&(dropSlots-1)]
+		if r.Detail == slotProtoMem && r.Family != 0 && r.Protocol == 6 && int(r.Cause) < len(DropCauses) {
+			ev.DropCause = DropCauses[r.Cause]
+		}
 	case KindRefusal:
 		ev.Send = r.Detail == 0
 	}

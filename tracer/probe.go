@@ -232,6 +232,9 @@ func selectHooks(k *kernelFacts, policy HookPolicy, probe tracingProbe) []Hook {
 			h.programs = append(h.programs, c.prog)
 		} else {
 			h.Rejected = append(h.Rejected, Rejected{"tp_btf/" + c.tp, "not on this kernel"})
+			if c.tp == "sock_send_length" {
+				h.Notes = append(h.Notes, "no send stalls (EAGAIN under pressure) before 6.3")
+			}
 		}
 	}
 	using = append(using, "tracepoint/syscalls/sys_exit_accept{,4}")

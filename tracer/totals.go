@@ -22,13 +22,22 @@ type Counts struct {
 	OtherDropBytes map[string]uint64 `json:"other_drop_bytes"`
 	RefusalsSend   uint64            `json:"refusals_send"`
 	RefusalsRecv   uint64            `json:"refusals_recv"`
+	// SendStalls are writes told EAGAIN while TCP was under memory pressure.
+	SendStalls uint64 `json:"send_stalls"`
 }
+
+// DropCauses name enum drop_cause, by value.
+var DropCauses = []string{"unknown", "rcvbuf", "global_hard_limit", "global_pressure", "memcg"}
 
 // Totals are the exact counts kept in the kernel since the tracer started.
 // They do not depend on the ringbuf: a full ring loses events, not counts.
 type Totals struct {
 	Counts
 	PressureEpisodes uint64 `json:"pressure_episodes"`
+	// DropsByCause are the TCP PROTO_MEM drops (arriving data refused
+	// memory) by DropCauses: they sum to Drops["PROTO_MEM"] when every drop
+	// had its socket.
+	DropsByCause map[string]uint64 `json:"drops_by_cause"`
 	// LostSamples are events that found the ringbuf full.
 	LostSamples uint64 `json:"lost_samples"`
 	// MissedRuns are hook runs the kernel skipped because a program of
@@ -49,8 +58,14 @@ func NewCounts() Counts {
 	return c
 }
 
-// NewTotals returns zero totals with every tracked reason present.
-func NewTotals() Totals { return Totals{Counts: NewCounts()} }
+// NewTotals returns zero totals with every tracked reason and cause present.
+func NewTotals() Totals {
+	t := Totals{Counts: NewCounts(), DropsByCause: map[string]uint64{}}
+	for _, c := range DropCauses {
+		t.DropsByCause[c] = 0
+	}
+	return t
+}
 
 // Aborts is every memory abort, whatever its cause.
 func (c Counts) Aborts() uint64 { return c.MemAborts + c.OrphanAborts }
@@ -70,6 +85,7 @@ func (c *Counts) Add(o Counts) {
 	c.OrphanAborts += o.OrphanAborts
 	c.RefusalsSend += o.RefusalsSend
 	c.RefusalsRecv += o.RefusalsRecv
+	c.SendStalls += o.SendStalls
 	for k, v := range o.Drops {
 		c.Drops[k] += v
 	}
@@ -90,6 +106,7 @@ func (c *Counts) addRaw(r *bpfCounts) {
 	c.OrphanAborts += r.OrphanAborts
 	c.RefusalsSend += r.RefusalsSend
 	c.RefusalsRecv += r.RefusalsRecv
+	c.SendStalls += r.SendStalls
 	for i, name := range MemoryDropReasons {
 		c.Drops[name] += r.TcpDrops[i+1]
 		c.DropBytes[name] += r.TcpDropBytes[i+1]
@@ -104,6 +121,9 @@ func sumCounters(percpu []bpfCounters) Totals {
 	for i := range percpu {
 		c := &percpu[i]
 		t.addRaw(&c.All)
+		for i, name := range DropCauses {
+			t.DropsByCause[name] += c.DropCauses[i]
+		}
 		t.PressureEpisodes += c.PressureEnters
 		t.LostSamples += c.LostSamples
 	}
@@ -145,7 +165,7 @@ func readOwners(m *ebpf.Map, names func(*Owner)) ([]OwnerCounts, error) {
 	for it.Next(&k, &v) {
 		o := OwnerCounts{Owner: Owner{PID: k.Tgid, CgroupID: k.CgroupId, Comm: cString(v.Comm[:])}, Counts: NewCounts()}
 		o.addRaw(&v.C)
-		if o.Aborts() == 0 && o.DropCount() == 0 && o.RefusalsSend == 0 && o.RefusalsRecv == 0 && countOther(o.Counts) == 0 {
+		if o.Aborts() == 0 && o.DropCount() == 0 && o.RefusalsSend == 0 && o.RefusalsRecv == 0 && o.SendStalls == 0 && countOther(o.Counts) == 0 {
 			continue // the pre-inserted overflow entry, unused
 		}
 		names(&o.Owner)

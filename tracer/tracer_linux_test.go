@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/privtest"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/workload"
@@ -26,6 +27,9 @@ type traced struct {
 	final  tracer.Snapshot
 	events []tracer.Event
 	res    workload.Result
+	// lowered and restored bound the time the sysctls were changed.
+	lowered, restored time.Time
+	sendHook          bool // sock_send_length (6.3+) is attached: send stalls are seen
 	// hostDelta is the test process's own namespace over the same run.
 	hostDelta procfs.Counters
 }
@@ -64,6 +68,9 @@ func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced 
 		wg   sync.WaitGroup
 		rerr error
 	)
+	for _, h := range tr.Info().Hooks {
+		out.sendHook = out.sendHook || strings.Contains(h.Using, "sock_send_length")
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -82,6 +89,7 @@ func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced 
 	if err != nil {
 		t.Fatal(err)
 	}
+	out.lowered = time.Now()
 	for name, v := range sysctls {
 		if err := g.Set(name, v, 90*time.Second); err != nil {
 			t.Fatal(err)
@@ -91,6 +99,7 @@ func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced 
 	if rerr := g.Restore(); rerr != nil {
 		t.Fatal(rerr)
 	}
+	out.restored = time.Now()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +147,99 @@ func TestOutOfMemoryAborts(t *testing.T) {
 		t.Errorf("pressure_episodes = %d, kernel's ΔTCPMemoryPressures = %d (want > 0)", tot.PressureEpisodes, want)
 	}
 	checkEvents(t, r)
+
+	// Why: the global limits, for every drop; and the writer's writes were
+	// cut short while under pressure.
+	causes := tot.DropsByCause
+	if global := causes["global_hard_limit"] + causes["global_pressure"]; global != tot.Drops["PROTO_MEM"] ||
+		causes["rcvbuf"]+causes["memcg"]+causes["unknown"] != 0 {
+		t.Errorf("drops_by_cause %v for %d PROTO_MEM drops: want only global causes", causes, tot.Drops["PROTO_MEM"])
+	}
+	if w := owner(r, r.res.WriterPID); r.sendHook && (w == nil || w.SendStalls == 0) {
+		t.Errorf("writer's send stalls: %+v", w)
+	}
+}
+
+func owner(r traced, pid int) *tracer.OwnerCounts {
+	for i := range r.final.Owners {
+		if int(r.final.Owners[i].PID) == pid {
+			return &r.final.Owners[i]
+		}
+	}
+	return nil
+}
+
+// onlyCause: every TCP memory drop of the run has this cause.
+func onlyCause(t *testing.T, r traced, cause string) {
+	t.Helper()
+	tot := r.final.Totals
+	drops := r.res.Delta("TCPRcvQDrop") + r.res.Delta("TCPOFODrop")
+	t.Logf("drops_by_cause %v; kernel TCPRcvQDrop %d TCPOFODrop %d RcvPruned %d OfoPruned %d",
+		tot.DropsByCause, r.res.Delta("TCPRcvQDrop"), r.res.Delta("TCPOFODrop"), r.res.Delta("RcvPruned"), r.res.Delta("OfoPruned"))
+	if drops == 0 || tot.Drops["PROTO_MEM"] != drops {
+		t.Fatalf("drops[PROTO_MEM] = %d, kernel %d (want > 0)", tot.Drops["PROTO_MEM"], drops)
+	}
+	for c, v := range tot.DropsByCause {
+		if (c == cause && v != drops) || (c != cause && v != 0) {
+			t.Errorf("drops_by_cause[%s] = %d, want every one of %d drops under %s", c, v, drops, cause)
+		}
+	}
+}
+
+// A reader whose memory cgroup limits its TCP memory, tcp_mem untouched.
+func TestMemcgLimitedDrops(t *testing.T) {
+	privtest.Require(t)
+	memcg, remove, err := workload.MakeMemcgV1("tcpmemtrace-memcg", 1<<20)
+	if err != nil {
+		t.Skipf("cgroup v1 TCP memory accounting unavailable: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := remove(); err != nil {
+			t.Error(err)
+		}
+	})
+	r := trace(t, workload.Scenario{Kind: workload.OOM, Conns: 50, WriteFor: 3 * time.Second, ReaderMemcg: memcg,
+		WriterSndbuf: 64 << 10}, nil)
+	onlyCause(t, r, "memcg")
+	if r.final.Totals.PressureEpisodes != 0 || r.final.Totals.MemAborts != 0 {
+		t.Errorf("global pressure or aborts with tcp_mem untouched: %+v", r.final.Totals)
+	}
+}
+
+// SO_RCVBUF shrunk under in-flight data: the socket's own limit.
+func TestRcvbufDrops(t *testing.T) {
+	privtest.Require(t)
+	r := trace(t, workload.Scenario{Kind: workload.Rcvbuf, Conns: 50, WriteFor: 2 * time.Second}, nil)
+	onlyCause(t, r, "rcvbuf")
+}
+
+// Pressure without a reachable hard limit: one episode, inside the time the
+// pressure watermark was lowered.
+func TestPressureOnly(t *testing.T) {
+	privtest.Require(t)
+	r := trace(t, workload.Scenario{Kind: workload.OOM, Conns: 50, WriteFor: 3 * time.Second},
+		map[string]string{"net/ipv4/tcp_mem": "1000 2000 100000"})
+	tot := r.final.Totals
+	if want := r.res.Delta("TCPMemoryPressures") + r.hostDelta.Get("TcpExt", "TCPMemoryPressures"); tot.PressureEpisodes != want || want != 1 {
+		t.Errorf("pressure_episodes = %d, kernel %d (want 1)", tot.PressureEpisodes, want)
+	}
+	a := aggregate.New(time.Now())
+	for i := range r.events {
+		a.Add(tracer.Record{Event: &r.events[i]})
+	}
+	eps := a.Summary().Episodes
+	if len(eps) != 1 {
+		t.Fatalf("%d episodes in the timeline, want 1", len(eps))
+	}
+	ep := eps[0]
+	t.Logf("episode %s - %s (%s), peak %d pages; tcp_mem lowered %s - %s", ep.Start.Format("15:04:05.000"),
+		ep.End.Format("15:04:05.000"), ep.Duration(time.Now()), ep.PeakPages, r.lowered.Format("15:04:05.000"), r.restored.Format("15:04:05.000"))
+	if ep.End.IsZero() || ep.Start.Before(r.lowered) || ep.End.After(r.restored) {
+		t.Errorf("episode %v - %v outside the lowered window %v - %v", ep.Start, ep.End, r.lowered, r.restored)
+	}
+	if ep.PeakPages <= 2000 || tot.MemAborts != 0 {
+		t.Errorf("peak %d pages (want > 2000, the pressure watermark), %d aborts (want 0)", ep.PeakPages, tot.MemAborts)
+	}
 }
 
 func TestTooManyOrphans(t *testing.T) {

@@ -34,6 +34,28 @@ type Summary struct {
 	// KernelLog compares warnings printed with events counted; nil when
 	// /dev/kmsg could not be read.
 	KernelLog *KernelLog
+	// Episodes is the pressure timeline, oldest first.
+	Episodes []*Episode
+}
+
+// Episode is one stretch of global TCP memory pressure.
+type Episode struct {
+	ID    uint64    // the kernel's jiffies at its start
+	Start time.Time //
+	End   time.Time // zero: still under pressure when the trace ended
+	// StartPages and PeakPages are allocated pages at the start and the
+	// highest seen during the episode; PeakLimits is tcp_mem then.
+	StartPages int64
+	PeakPages  int64
+	PeakLimits [3]int64
+}
+
+// Duration is the episode's length, up to end when it has not ended.
+func (e *Episode) Duration(end time.Time) time.Duration {
+	if !e.End.IsZero() {
+		end = e.End
+	}
+	return end.Sub(e.Start)
 }
 
 // KernelLog is the printk rate limit made visible.
@@ -96,6 +118,7 @@ func New(start time.Time) *Aggregator {
 func (a *Aggregator) Add(r tracer.Record) {
 	if e := r.Event; e != nil {
 		a.s.Events[e.Kind]++
+		a.episode(e)
 		a.peak(e.Mem.Allocated, e.Mem.Limits)
 		a.socket(e)
 	}
@@ -110,6 +133,31 @@ func (a *Aggregator) Add(r tracer.Record) {
 func (a *Aggregator) peak(pages int64, limits [3]int64) {
 	if pages > a.s.PeakMemPages && limits[2] > 0 {
 		a.s.PeakMemPages, a.s.PeakLimits = pages, limits
+	}
+	if n := len(a.s.Episodes); n > 0 {
+		if ep := a.s.Episodes[n-1]; ep.End.IsZero() && pages > ep.PeakPages && limits[2] > 0 {
+			ep.PeakPages, ep.PeakLimits = pages, limits
+		}
+	}
+}
+
+// episode opens and closes the timeline's episodes.
+func (a *Aggregator) episode(e *tracer.Event) {
+	var open *Episode
+	if n := len(a.s.Episodes); n > 0 && a.s.Episodes[n-1].End.IsZero() {
+		open = a.s.Episodes[n-1]
+	}
+	switch e.Kind {
+	case tracer.KindPressureEnter:
+		if open != nil { // a leave the sampler did not see: the new one ends it
+			open.End = e.Time
+		}
+		a.s.Episodes = append(a.s.Episodes, &Episode{ID: e.PressureID, Start: e.Time,
+			StartPages: e.Mem.Allocated, PeakPages: e.Mem.Allocated, PeakLimits: e.Mem.Limits})
+	case tracer.KindPressureLeave:
+		if open != nil && (open.ID == e.PressureID || e.PressureID == 0) {
+			open.End = e.Time
+		}
 	}
 }
 

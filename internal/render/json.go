@@ -118,6 +118,19 @@ type SummaryObject struct {
 	ByComm    []GroupJSON   `json:"by_comm"`
 	// From the events: complete when totals.lost_samples is 0.
 	TopSockets []SocketStatsJSON `json:"top_sockets"`
+	// Pressure episodes, oldest first.
+	PressureEpisodes []EpisodeJSON `json:"pressure_timeline"`
+}
+
+// EpisodeJSON is one pressure episode.
+type EpisodeJSON struct {
+	ID             uint64     `json:"id"`
+	Start          time.Time  `json:"start"`
+	End            *time.Time `json:"end"` // null: still under pressure at the end
+	DurationS      float64    `json:"duration_s"`
+	StartPages     int64      `json:"start_pages"`
+	PeakPages      int64      `json:"peak_pages"`
+	PeakTCPMemPage [3]int64   `json:"peak_tcp_mem_pages"`
 }
 
 // ProcessJSON is one owner's exact counts. pid 0 is "owner unknown";
@@ -198,8 +211,12 @@ func (j *JSON) Start(info tracer.Info) error {
 
 // EventJSON converts an event to its JSON object.
 func EventJSON(e *tracer.Event) EventObject {
+	cause := e.Cause
+	if e.Kind == tracer.KindDrop {
+		cause = e.DropCause
+	}
 	o := EventObject{
-		Type: e.Kind.String(), Time: e.Time, Cause: e.Cause, Reason: e.Reason,
+		Type: e.Kind.String(), Time: e.Time, Cause: cause, Reason: e.Reason,
 		PID: e.Owner.PID, Comm: e.Owner.Comm, CgroupID: e.Owner.CgroupID, Cgroup: e.Owner.CgroupPath,
 		Container: container(e.Owner.Container), CurrentPID: e.CurrentPID,
 		Bytes: e.Bytes, Truesize: e.Truesize, PressureEpisode: e.PressureID,
@@ -258,6 +275,16 @@ func (j *JSON) Summary(info tracer.Info, s aggregate.Summary) error {
 		o.TopSockets = append(o.TopSockets, SocketStatsJSON{Cookie: so.Cookie, NetNS: so.NetNS, Src: so.Src.String(),
 			Dst: so.Dst.String(), State: so.State.String(), Orphan: so.Orphan, PID: so.Owner.PID, Comm: so.Owner.Comm,
 			Cgroup: so.Owner.CgroupPath, Events: so.Events, Counts: so.Counts})
+	}
+	o.PressureEpisodes = []EpisodeJSON{}
+	for _, ep := range s.Episodes {
+		ej := EpisodeJSON{ID: ep.ID, Start: ep.Start, DurationS: ep.Duration(s.End).Seconds(),
+			StartPages: ep.StartPages, PeakPages: ep.PeakPages, PeakTCPMemPage: ep.PeakLimits}
+		if !ep.End.IsZero() {
+			end := ep.End
+			ej.End = &end
+		}
+		o.PressureEpisodes = append(o.PressureEpisodes, ej)
 	}
 	if kl := s.KernelLog; kl != nil {
 		o.KernelLog = &KernelLogJSON{Suppressed: kl.Suppressed, Warnings: []WarningJSON{}}

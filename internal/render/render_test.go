@@ -47,7 +47,7 @@ func events() []tracer.Event {
 			CurrentPID: 7390},
 		{Time: t0, Kind: tracer.KindRefusal, Socket: reader, Owner: tracer.Owner{PID: 7386, Comm: "tmt-reader"},
 			Mem: tracer.Mem{Allocated: 2029, Limits: lim}, CurrentPID: 7390},
-		{Time: t0, Kind: tracer.KindDrop, Reason: "PROTO_MEM", Bytes: 32741, Truesize: 33536, Socket: reader,
+		{Time: t0, Kind: tracer.KindDrop, Reason: "PROTO_MEM", DropCause: "global_pressure", Bytes: 32741, Truesize: 33536, Socket: reader,
 			Owner: tracer.Owner{PID: 7386, Comm: "tmt-reader", CgroupID: 1}, Mem: tracer.Mem{Allocated: 2029, Limits: lim},
 			CurrentPID: 7390, PressureID: 4295},
 		{Time: t0.Add(4 * time.Second), Kind: tracer.KindAbort, Cause: tracer.CauseOrphans,
@@ -58,6 +58,7 @@ func events() []tracer.Event {
 		{Time: t0.Add(4 * time.Second), Kind: tracer.KindAbort, Cause: tracer.CauseMemory, Reason: "TCP_ABORT_ON_MEMORY",
 			Socket: writer, Owner: tracer.Owner{PID: 7390, Comm: "tmt-writer"}, Mem: tracer.Mem{Allocated: 3068, Limits: lim},
 			CurrentPID: 7390},
+		{Time: t0.Add(4500 * time.Millisecond), Kind: tracer.KindPressureLeave, Mem: tracer.Mem{Allocated: 120, Limits: lim}, PressureID: 4295},
 		{Time: t0.Add(5 * time.Second), Kind: tracer.KindDrop, Reason: "SOCKET_RCVBUFF", Bytes: 1200,
 			Socket: tracer.Socket{NetNS: 4026531840, Protocol: 17}},
 	}
@@ -66,7 +67,8 @@ func events() []tracer.Event {
 func summary() aggregate.Summary {
 	a := aggregate.New(t0)
 	tot := tracer.NewTotals()
-	tot.MemAborts, tot.PressureEpisodes, tot.RefusalsRecv = 62, 1, 916
+	tot.MemAborts, tot.PressureEpisodes, tot.RefusalsRecv, tot.SendStalls = 62, 1, 916, 7
+	tot.DropsByCause["global_hard_limit"], tot.DropsByCause["global_pressure"] = 400, 51
 	tot.Drops["PROTO_MEM"], tot.DropBytes["PROTO_MEM"] = 451, 18245632
 	tot.OtherDrops["SOCKET_RCVBUFF"], tot.OtherDropBytes["SOCKET_RCVBUFF"] = 1, 1200
 	for _, e := range events() {
@@ -177,6 +179,18 @@ func TestJSONSchema(t *testing.T) {
 		t.Errorf("drops %v", totals["drops"])
 	}
 	sum := objs[len(objs)-1]
+	if c := totals["drops_by_cause"].(map[string]any); c["global_hard_limit"].(float64) != 400 || len(c) != 5 {
+		t.Errorf("drops_by_cause %v", c)
+	}
+	tl := sum["pressure_timeline"].([]any)
+	if len(tl) != 1 || tl[0].(map[string]any)["duration_s"].(float64) != 4.5 || tl[0].(map[string]any)["end"] == nil {
+		t.Errorf("pressure_timeline %v", tl)
+	}
+	for _, o := range objs {
+		if o["type"] == "drop" && o["reason"] == "PROTO_MEM" && o["cause"] != "global_pressure" {
+			t.Errorf("drop without its cause: %v", o)
+		}
+	}
 	for _, k := range []string{"by_process", "by_cgroup", "by_comm", "top_sockets"} {
 		if _, ok := sum[k].([]any); !ok {
 			t.Errorf("summary lacks the list %q", k)

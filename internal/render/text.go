@@ -115,6 +115,9 @@ func (t *Text) Event(e *tracer.Event) error {
 	case tracer.KindDrop:
 		event = "DROP " + e.Reason
 		detail = append(detail, fmt.Sprintf("%d bytes", e.Bytes))
+		if e.DropCause != "" {
+			detail = append(detail, "cause "+e.DropCause)
+		}
 		if s.Family != 0 && s.Protocol == 6 {
 			detail = append(detail, fmt.Sprintf("rmem %d/%d", s.RmemAlloc, s.Rcvbuf), mem)
 		}
@@ -167,14 +170,32 @@ func (t *Text) Summary(info tracer.Info, s aggregate.Summary) error {
 			row("non-TCP memory drops "+r, tot.OtherDrops[r], IEC(int64(tot.OtherDropBytes[r])))
 		}
 	}
+	for _, c := range tracer.DropCauses {
+		if v := tot.DropsByCause[c]; v > 0 || c != "unknown" {
+			row("TCP drops caused by "+c, v, "")
+		}
+	}
 	row("allocation refusals: send", tot.RefusalsSend, "")
 	row("allocation refusals: receive", tot.RefusalsRecv, "")
+	row("writes stalled under pressure", tot.SendStalls, "EAGAIN")
 	hi := s.PeakLimits[2]
 	fmt.Fprintf(w, "  %-36s %10d  pages, %s, %.0f%% of tcp_mem high (%d pages then)\n", "peak TCP memory", s.PeakMemPages,
 		IEC(s.PeakMemPages*t.pageSize), pct(s.PeakMemPages, hi), hi)
 	row("lost samples (ringbuf full)", tot.LostSamples, "counts above are exact regardless")
 	if tot.MissedRuns > 0 {
 		row("hook runs skipped by the kernel", tot.MissedRuns, "BPF recursion guard: these events are not counted")
+	}
+	if len(s.Episodes) > 0 {
+		fmt.Fprintln(w, "\nPRESSURE EPISODES")
+		for _, ep := range s.Episodes {
+			end := "still under pressure"
+			if !ep.End.IsZero() {
+				end = ep.End.Format("15:04:05.000")
+			}
+			fmt.Fprintf(w, "  %s - %s  %8s  start %d pages, peak %d pages (tcp_mem %d/%d/%d)\n",
+				ep.Start.Format("15:04:05.000"), end, ep.Duration(s.End).Round(time.Millisecond),
+				ep.StartPages, ep.PeakPages, ep.PeakLimits[0], ep.PeakLimits[1], ep.PeakLimits[2])
+		}
 	}
 	t.groups(s)
 	if kl := s.KernelLog; kl != nil {

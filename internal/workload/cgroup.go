@@ -22,15 +22,42 @@ func MakeCgroup(name string) (abs, rel string, remove func() error, err error) {
 	if err := os.Mkdir(abs, 0o755); err != nil {
 		return "", "", nil, err
 	}
-	remove = func() error {
-		var err error
-		for range 50 { // the last process may take a moment to leave
-			if err = os.Remove(abs); err == nil || os.IsNotExist(err) {
-				return nil
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		return err
-	}
+	remove = func() error { return removeWhenEmpty(abs) }
 	return abs, rel, remove, nil
+}
+
+// MakeMemcgV1 creates a cgroup v1 memory-controller child whose TCP memory
+// (memory.kmem.tcp.limit_in_bytes) is limited to limit bytes: writing the
+// limit is what turns on its socket accounting. It fails where the v1
+// memory controller is not mounted or has no TCP accounting.
+func MakeMemcgV1(name string, limit int64) (abs string, remove func() error, err error) {
+	m, err := owner.FindMounts()
+	if err != nil {
+		return "", nil, err
+	}
+	if m.Memory == "" || m.Memory == m.V2 {
+		return "", nil, fmt.Errorf("no cgroup v1 memory controller is mounted")
+	}
+	abs = filepath.Join(m.Memory, fmt.Sprintf("%s-%d", name, os.Getpid()))
+	if err := os.Mkdir(abs, 0o755); err != nil {
+		return "", nil, err
+	}
+	remove = func() error { return removeWhenEmpty(abs) }
+	if err := os.WriteFile(filepath.Join(abs, "memory.kmem.tcp.limit_in_bytes"), []byte(fmt.Sprint(limit)), 0); err != nil {
+		remove()
+		return "", nil, fmt.Errorf("limiting TCP memory of %s: %w", abs, err)
+	}
+	return abs, remove, nil
+}
+
+// removeWhenEmpty removes a cgroup once its last process has left.
+func removeWhenEmpty(dir string) error {
+	var err error
+	for range 50 {
+		if err = os.Remove(dir); err == nil || os.IsNotExist(err) {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
 }

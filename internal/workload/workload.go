@@ -41,6 +41,10 @@ const (
 	// seed, dies later on its probe timer (the timer path), the others in
 	// close(). Small buffers keep a small machine far from tcp_mem.
 	Orphans = "orphans"
+	// Rcvbuf fills the connections, and while the writer is still writing
+	// the reader shrinks SO_RCVBUF to its minimum: the next segments find
+	// the socket's own buffer full (TCPRcvQDrop and RcvPruned per socket).
+	Rcvbuf = "rcvbuf"
 )
 
 // Scenario is one reproduction.
@@ -52,8 +56,12 @@ type Scenario struct {
 	// otherwise Run opens them.
 	PreConnect bool
 	// ReaderCgroup is a cgroup v2 directory the reader moves into before
-	// it opens a socket.
+	// it opens a socket; ReaderMemcg a cgroup v1 memory-controller one.
 	ReaderCgroup string
+	ReaderMemcg  string
+	// WriterSndbuf caps the writer's SO_SNDBUF (bytes; 0 leaves the default)
+	// to keep the machine's TCP memory far from tcp_mem.
+	WriterSndbuf int
 }
 
 const (
@@ -294,14 +302,33 @@ func coordinate(s Scenario) error {
 			return err
 		}
 	}
-	for _, step := range [][2]string{{"fill", "filled"}, {"close", "closed"}} {
-		if err := writer.say(step[0]); err != nil {
+	if err := writer.say("fill"); err != nil {
+		return err
+	}
+	if err := expect(writer.out, "filled"); err != nil {
+		return err
+	}
+	if s.Kind == Rcvbuf { // shrink with the windows still open, then send into them
+		if err := reader.say("shrink"); err != nil {
 			return err
 		}
-		if err := expect(writer.out, step[1]); err != nil {
+		if err := expect(reader.out, "shrunk"); err != nil {
+			return err
+		}
+		if err := writer.say("more"); err != nil {
+			return err
+		}
+		if err := expect(writer.out, "wrote"); err != nil {
 			return err
 		}
 	}
+	if err := writer.say("close"); err != nil {
+		return err
+	}
+	if err := expect(writer.out, "closed"); err != nil {
+		return err
+	}
+
 	// Aborts on the close path are done; the orphan scenario's first socket
 	// is aborted by its probe timer: wait until the namespace has them all.
 	wait := time.Now().Add(10 * time.Second)
@@ -316,20 +343,61 @@ func coordinate(s Scenario) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(200 * time.Millisecond) // let late drops land in both the kernel and the tracer
-	if after, err = procfs.MIB("self"); err != nil {
-		return err
-	}
-	res := Result{Before: before, After: after, ReaderPID: reader.cmd.Process.Pid, WriterPID: writer.cmd.Process.Pid}
+	// Retransmissions go on dropping until the reader's sockets are gone:
+	// the final reading waits for both peers to exit, so the tracer (which
+	// runs on) and the counters cover the same drops.
 	if err := writer.finish(); err != nil {
 		return fmt.Errorf("writer: %w", err)
 	}
 	if err := reader.finish(); err != nil {
 		return fmt.Errorf("reader: %w", err)
 	}
+	time.Sleep(100 * time.Millisecond)
+	if after, err = procfs.MIB("self"); err != nil {
+		return err
+	}
+	res := Result{Before: before, After: after, ReaderPID: reader.cmd.Process.Pid, WriterPID: writer.cmd.Process.Pid}
+	// The kernel leaves pressure only when some socket next charges memory
+	// below tcp_mem[0]; on a quiet machine that can be much later. (Not
+	// with tcp_max_orphans at 0: the nudge's own close would be an abort.)
+	if s.Kind != Orphans {
+		if err := nudge(); err != nil {
+			return err
+		}
+	}
 	b, _ := json.Marshal(res)
 	fmt.Println(string(b))
 	return nil
+}
+
+// nudge makes one small loopback connection: a charge and an uncharge of
+// TCP memory in this namespace.
+func nudge() error {
+	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(ln)
+	if err := unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return err
+	}
+	if err := unix.Listen(ln, 1); err != nil {
+		return err
+	}
+	sa, err := unix.Getsockname(ln)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, sa); err != nil {
+		return fmt.Errorf("nudge: %w", err)
+	}
+	_, err = unix.Write(fd, []byte{0})
+	return err
 }
 
 // orphanBuf is SO_SNDBUF/SO_RCVBUF in the orphan scenario (the kernel doubles it).
@@ -362,9 +430,12 @@ func loopbackUp() error {
 
 // read accepts every connection and never reads from it.
 func read(s Scenario) error {
-	if s.ReaderCgroup != "" {
-		if err := os.WriteFile(filepath.Join(s.ReaderCgroup, "cgroup.procs"), []byte("0\n"), 0); err != nil {
-			return fmt.Errorf("joining cgroup %s: %w", s.ReaderCgroup, err)
+	for _, cg := range []string{s.ReaderCgroup, s.ReaderMemcg} {
+		if cg == "" {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
+			return fmt.Errorf("joining cgroup %s: %w", cg, err)
 		}
 	}
 	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -396,8 +467,21 @@ func read(s Scenario) error {
 		fds = append(fds, fd)
 	}
 	fmt.Println("accepted")
-	io.Copy(io.Discard, os.Stdin) // hold the sockets until told to go
-	return nil
+	in := bufio.NewReader(os.Stdin)
+	for { // hold the sockets until stdin closes
+		line, err := in.ReadString('\n')
+		if err != nil {
+			return nil
+		}
+		if strings.TrimSpace(line) == "shrink" {
+			for _, fd := range fds { // the kernel raises 1 to its minimum (2304)
+				if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1); err != nil {
+					return err
+				}
+			}
+			fmt.Println("shrunk")
+		}
+	}
 }
 
 // write connects, fills and closes, each step on request.
@@ -416,8 +500,12 @@ func write(s Scenario) error {
 		if err != nil {
 			return err
 		}
+		sndbuf := s.WriterSndbuf
 		if s.Kind == Orphans {
-			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, orphanBuf); err != nil {
+			sndbuf = orphanBuf
+		}
+		if sndbuf > 0 {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sndbuf); err != nil {
 				return err
 			}
 		}
@@ -442,15 +530,36 @@ func write(s Scenario) error {
 		return err
 	}
 	chunk := make([]byte, 64<<10)
-	switch s.Kind {
-	case OOM:
-		for end := time.Now().Add(s.WriteFor); time.Now().Before(end); {
+	writeFor := func(d time.Duration) error {
+		for end := time.Now().Add(d); time.Now().Before(end); {
 			for _, fd := range fds {
 				if _, err := unix.Write(fd, chunk); err != nil && !errors.Is(err, unix.EAGAIN) {
 					return err
 				}
 			}
 		}
+		return nil
+	}
+	switch s.Kind {
+	case OOM:
+		if err := writeFor(s.WriteFor); err != nil {
+			return err
+		}
+	case Rcvbuf:
+		// A little, well inside the windows the reader advertises.
+		for _, fd := range fds {
+			if _, err := unix.Write(fd, chunk[:8<<10]); err != nil {
+				return err
+			}
+		}
+		fmt.Println("filled")
+		if err := expect(in, "more"); err != nil {
+			return err
+		}
+		if err := writeFor(s.WriteFor); err != nil {
+			return err
+		}
+		fmt.Println("wrote")
 	case Orphans:
 		// Until the peer's window is shut and the send queue is full.
 		for _, fd := range fds {
@@ -467,7 +576,9 @@ func write(s Scenario) error {
 	default:
 		return fmt.Errorf("unknown scenario %q", s.Kind)
 	}
-	fmt.Println("filled")
+	if s.Kind != Rcvbuf {
+		fmt.Println("filled")
+	}
 	if err := expect(in, "close"); err != nil {
 		return err
 	}

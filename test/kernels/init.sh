@@ -8,7 +8,12 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
-mkdir -p /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# Hybrid cgroups, as on the development host: the v1 memory controller
+# (TCP memory limits) where the kernel still has it, cgroup2 beside it.
+mount -t tmpfs cgroup /sys/fs/cgroup
+mkdir -p /sys/fs/cgroup/memory /sys/fs/cgroup/unified
+mount -t cgroup -o memory memory /sys/fs/cgroup/memory 2>/dev/null || rmdir /sys/fs/cgroup/memory
+mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
 echo; echo "TMT-KERNEL $(uname -r)"
 status=0
 for run in $TMT_RUNS; do
