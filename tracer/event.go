@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/owner"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
 )
 
 // Limits of the BPF side (bpf/tcpmemtrace.h); a test checks them against the object.
@@ -108,7 +109,13 @@ type Event struct {
 	Truesize   uint32
 	Mem        Mem
 	PressureID uint64 // jiffies at the start of the pressure episode in force, 0 if none
+	// Holders (pressure_enter, live only): the processes whose sockets held
+	// the most TCP memory as the episode began, in every network namespace.
+	Holders []Holder
 }
+
+// Holder is a process and the memory its sockets' queues hold.
+type Holder = sockdiag.Holder
 
 // decoder turns ringbuf records into Events without reflection.
 type decoder struct {

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
 )
 
 // Config chooses what to trace and how.
@@ -143,6 +144,9 @@ type Source interface {
 	// exhausted; the last record is a final Snapshot.
 	Run(ctx context.Context, fn func(Record) error) error
 }
+
+// holdersTop is how many holders a pressure episode records.
+const holdersTop = 5
 
 // Tracer is the live Source.
 type Tracer struct {
@@ -521,6 +525,11 @@ func (t *Tracer) Run(ctx context.Context, fn func(Record) error) error {
 		case err == nil:
 			if err := t.dec.decode(rec.RawSample, &ev); err != nil {
 				return err
+			}
+			if ev.Kind == KindPressureEnter {
+				// Who holds the memory as the episode begins: a few ms of
+				// sock_diag, once per episode.
+				ev.Holders, _ = sockdiag.Holders(holdersTop)
 			}
 			if err := fn(Record{Event: &ev}); err != nil {
 				return err

@@ -237,6 +237,15 @@ func TestPressureOnly(t *testing.T) {
 	if ep.End.IsZero() || ep.Start.Before(r.lowered) || ep.End.After(r.restored) {
 		t.Errorf("episode %v - %v outside the lowered window %v - %v", ep.Start, ep.End, r.lowered, r.restored)
 	}
+	// Who held the memory as it began: the scenario's own processes.
+	var held bool
+	for _, h := range ep.Holders {
+		t.Logf("held by %d %s: %d bytes in %d sockets", h.PID, h.Comm, h.RecvBytes+h.SendBytes, h.Sockets)
+		held = held || ((h.PID == r.res.ReaderPID || h.PID == r.res.WriterPID) && h.RecvBytes+h.SendBytes > 0)
+	}
+	if !held {
+		t.Errorf("holders at the start %+v do not include the reader or the writer", ep.Holders)
+	}
 	if ep.PeakPages <= 2000 || tot.MemAborts != 0 {
 		t.Errorf("peak %d pages (want > 2000, the pressure watermark), %d aborts (want 0)", ep.PeakPages, tot.MemAborts)
 	}

@@ -47,6 +47,9 @@ func main() {
 }
 
 func mainExit(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "diagnose" {
+		return diagnoseExit(args[1:], stdout, stderr)
+	}
 	o, fs, err := parseFlags(args)
 	if errors.Is(err, pflag.ErrHelp) {
 		usage(stdout, fs)
@@ -109,11 +112,16 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 
 func usage(w io.Writer, fs *pflag.FlagSet) {
 	fmt.Fprintf(w, `Usage: sudo tcpmemtrace [flags]
+       tcpmemtrace diagnose [--json] [--top N]
 
 Counts every TCP socket-memory event exactly and shows each with its socket
 and owning process: memory aborts ("TCP: out of memory -- consider tuning
 tcp_mem", "TCP: too many orphaned sockets"), pressure episodes, data dropped
 for memory, and refused allocations. Ctrl-C prints a summary.
+
+diagnose does the manual procedure read-only and without BPF: socket memory
+against tcp_mem, orphans, TIME-WAIT, counters since boot, the sockets and
+processes holding the memory, a verdict and the remedies that fit.
 
 Flags:
 %s`, fs.FlagUsages())

@@ -48,6 +48,8 @@ type Episode struct {
 	StartPages int64
 	PeakPages  int64
 	PeakLimits [3]int64
+	// Holders held the most TCP memory as it began (live traces).
+	Holders []tracer.Holder
 }
 
 // Duration is the episode's length, up to end when it has not ended.
@@ -152,7 +154,7 @@ func (a *Aggregator) episode(e *tracer.Event) {
 		if open != nil { // a leave the sampler did not see: the new one ends it
 			open.End = e.Time
 		}
-		a.s.Episodes = append(a.s.Episodes, &Episode{ID: e.PressureID, Start: e.Time,
+		a.s.Episodes = append(a.s.Episodes, &Episode{ID: e.PressureID, Start: e.Time, Holders: e.Holders,
 			StartPages: e.Mem.Allocated, PeakPages: e.Mem.Allocated, PeakLimits: e.Mem.Limits})
 	case tracer.KindPressureLeave:
 		if open != nil && (open.ID == e.PressureID || e.PressureID == 0) {

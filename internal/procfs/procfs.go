@@ -17,35 +17,83 @@ var Root = "/proc"
 func path(p string) string { return Root + "/" + p }
 
 // Triple reads a three-value sysctl such as net/ipv4/tcp_mem.
-func Triple(name string) ([3]int64, error) {
+func Triple(name string) ([3]int64, error) { return TripleFile(path("sys/" + name)) }
+
+// TripleFile reads a file of three integers.
+func TripleFile(file string) ([3]int64, error) {
 	var v [3]int64
-	b, err := os.ReadFile(path("sys/" + name))
+	b, err := os.ReadFile(file)
 	if err != nil {
 		return v, err
 	}
 	f := strings.Fields(string(b))
 	if len(f) != 3 {
-		return v, fmt.Errorf("%s: want 3 values, got %q", name, strings.TrimSpace(string(b)))
+		return v, fmt.Errorf("%s: want 3 values, got %q", file, strings.TrimSpace(string(b)))
 	}
 	for i := range f {
 		if v[i], err = strconv.ParseInt(f[i], 10, 64); err != nil {
-			return v, fmt.Errorf("%s: %w", name, err)
+			return v, fmt.Errorf("%s: %w", file, err)
 		}
 	}
 	return v, nil
 }
 
 // Int reads a single-value sysctl such as net/ipv4/tcp_max_orphans.
-func Int(name string) (int64, error) {
-	b, err := os.ReadFile(path("sys/" + name))
+func Int(name string) (int64, error) { return IntFile(path("sys/" + name)) }
+
+// IntFile reads a file holding one integer.
+func IntFile(file string) (int64, error) {
+	b, err := os.ReadFile(file)
 	if err != nil {
 		return 0, err
 	}
 	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", name, err)
+		return 0, fmt.Errorf("%s: %w", file, err)
 	}
 	return v, nil
+}
+
+// Fields reads "key<sep> value ..." lines (/proc/meminfo with ":") into
+// key -> first value.
+func Fields(file, sep string) (map[string]int64, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, sep)
+		if !ok {
+			continue
+		}
+		if f := strings.Fields(v); len(f) > 0 {
+			out[strings.TrimSpace(k)], _ = strconv.ParseInt(f[0], 10, 64)
+		}
+	}
+	return out, nil
+}
+
+// Sockstat reads /proc/net/sockstat(6) into "TCP inuse" -> value.
+func Sockstat(file string) (map[string]int64, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		proto, rest, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		for i := 0; i+1 < len(f); i += 2 {
+			if v, err := strconv.ParseInt(f[i+1], 10, 64); err == nil {
+				out[proto+" "+f[i]] = v
+			}
+		}
+	}
+	return out, nil
 }
 
 // Protocol is one row of /proc/net/protocols.
@@ -128,15 +176,16 @@ func MIB(pid string) (Counters, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := parseMIB(b, out); err != nil {
+		if err := ParseMIB(b, out); err != nil {
 			return nil, fmt.Errorf("%s: %w", f, err)
 		}
 	}
 	return out, nil
 }
 
-// parseMIB reads the "Group: names" / "Group: values" line pairs.
-func parseMIB(b []byte, into Counters) error {
+// ParseMIB reads the "Group: names" / "Group: values" line pairs of
+// /proc/net/netstat and /proc/net/snmp into into.
+func ParseMIB(b []byte, into Counters) error {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	var names []string

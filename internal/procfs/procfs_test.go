@@ -51,7 +51,7 @@ func TestMalformed(t *testing.T) {
 	if _, err := ParseProtocols([]byte("nonsense\n")); err == nil {
 		t.Error("a file without the protocols header parsed")
 	}
-	if err := parseMIB([]byte("TcpExt: A B\nTcpExt: 1\n"), Counters{}); err == nil {
+	if err := ParseMIB([]byte("TcpExt: A B\nTcpExt: 1\n"), Counters{}); err == nil {
 		t.Error("a values line shorter than its names parsed")
 	}
 }

@@ -72,6 +72,8 @@ type EventObject struct {
 	Truesize        uint32            `json:"truesize,omitempty"`
 	Mem             *MemJSON          `json:"mem,omitempty"`
 	PressureEpisode uint64            `json:"pressure_episode,omitempty"`
+	// Holders: pressure_enter only.
+	Holders []tracer.Holder `json:"holders,omitempty"`
 }
 
 // SocketJSON is an event's socket.
@@ -131,6 +133,8 @@ type EpisodeJSON struct {
 	StartPages     int64      `json:"start_pages"`
 	PeakPages      int64      `json:"peak_pages"`
 	PeakTCPMemPage [3]int64   `json:"peak_tcp_mem_pages"`
+	// HoldersAtStart held the most TCP memory as it began.
+	HoldersAtStart []tracer.Holder `json:"holders_at_start"`
 }
 
 // ProcessJSON is one owner's exact counts. pid 0 is "owner unknown";
@@ -219,7 +223,7 @@ func EventJSON(e *tracer.Event) EventObject {
 		Type: e.Kind.String(), Time: e.Time, Cause: cause, Reason: e.Reason,
 		PID: e.Owner.PID, Comm: e.Owner.Comm, CgroupID: e.Owner.CgroupID, Cgroup: e.Owner.CgroupPath,
 		Container: container(e.Owner.Container), CurrentPID: e.CurrentPID,
-		Bytes: e.Bytes, Truesize: e.Truesize, PressureEpisode: e.PressureID,
+		Bytes: e.Bytes, Truesize: e.Truesize, PressureEpisode: e.PressureID, Holders: e.Holders,
 	}
 	if e.Kind == tracer.KindRefusal {
 		o.Direction = "recv"
@@ -279,7 +283,11 @@ func (j *JSON) Summary(info tracer.Info, s aggregate.Summary) error {
 	o.PressureEpisodes = []EpisodeJSON{}
 	for _, ep := range s.Episodes {
 		ej := EpisodeJSON{ID: ep.ID, Start: ep.Start, DurationS: ep.Duration(s.End).Seconds(),
-			StartPages: ep.StartPages, PeakPages: ep.PeakPages, PeakTCPMemPage: ep.PeakLimits}
+			StartPages: ep.StartPages, PeakPages: ep.PeakPages, PeakTCPMemPage: ep.PeakLimits,
+			HoldersAtStart: ep.Holders}
+		if ej.HoldersAtStart == nil {
+			ej.HoldersAtStart = []tracer.Holder{}
+		}
 		if !ep.End.IsZero() {
 			end := ep.End
 			ej.End = &end

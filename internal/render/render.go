@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/units"
 	"github.com/tcpmemtrace/tcpmemtrace/tracer"
 )
 
@@ -19,17 +20,7 @@ type Sink interface {
 }
 
 // IEC formats a byte count: 1.5 GiB.
-func IEC(b int64) string {
-	const unit = 1024
-	if b < unit && b > -unit {
-		return fmt.Sprintf("%d B", b)
-	}
-	v, i := float64(b), -1
-	for ; (v >= unit || v <= -unit) && i < 5; i++ {
-		v /= unit
-	}
-	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[i])
-}
+func IEC(b int64) string { return units.IEC(b) }
 
 // pct is v as a percentage of of, 0 when of is 0.
 func pct(v, of int64) float64 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
 	"github.com/tcpmemtrace/tcpmemtrace/tracer"
 )
 
@@ -44,7 +45,7 @@ func events() []tracer.Event {
 		WmemQueued: 48448, Sndbuf: 87040}
 	return []tracer.Event{
 		{Time: t0, Kind: tracer.KindPressureEnter, Mem: tracer.Mem{Allocated: 2029, Limits: lim}, PressureID: 4295,
-			CurrentPID: 7390},
+			CurrentPID: 7390, Holders: []tracer.Holder{{Process: sockdiag.Process{PID: 7386, Comm: "tmt-reader"}, Sockets: 300, RecvBytes: 7 << 20}}},
 		{Time: t0, Kind: tracer.KindRefusal, Socket: reader, Owner: tracer.Owner{PID: 7386, Comm: "tmt-reader"},
 			Mem: tracer.Mem{Allocated: 2029, Limits: lim}, CurrentPID: 7390},
 		{Time: t0, Kind: tracer.KindDrop, Reason: "PROTO_MEM", DropCause: "global_pressure", Bytes: 32741, Truesize: 33536, Socket: reader,
@@ -218,14 +219,6 @@ func TestJSONSchema(t *testing.T) {
 			if so := o["socket"].(map[string]any); so["orphan"] != true || so["since_close_ms"].(float64) != 1100 {
 				t.Errorf("orphan abort %v", so)
 			}
-		}
-	}
-}
-
-func TestIEC(t *testing.T) {
-	for in, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536 << 20: "1.5 GiB"} {
-		if got := IEC(in); got != want {
-			t.Errorf("IEC(%d) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -195,6 +195,14 @@ func (t *Text) Summary(info tracer.Info, s aggregate.Summary) error {
 			fmt.Fprintf(w, "  %s - %s  %8s  start %d pages, peak %d pages (tcp_mem %d/%d/%d)\n",
 				ep.Start.Format("15:04:05.000"), end, ep.Duration(s.End).Round(time.Millisecond),
 				ep.StartPages, ep.PeakPages, ep.PeakLimits[0], ep.PeakLimits[1], ep.PeakLimits[2])
+			var held []string
+			for _, h := range ep.Holders {
+				held = append(held, fmt.Sprintf("%d %s %s in %d sockets", h.PID, h.Comm,
+					IEC(int64(h.RecvBytes+h.SendBytes)), h.Sockets))
+			}
+			if len(held) > 0 {
+				fmt.Fprintf(w, "    held by: %s\n", strings.Join(held, "; "))
+			}
 		}
 	}
 	t.groups(s)
