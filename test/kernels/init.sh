@@ -14,6 +14,10 @@ mount -t tmpfs cgroup /sys/fs/cgroup
 mkdir -p /sys/fs/cgroup/memory /sys/fs/cgroup/unified
 mount -t cgroup -o memory memory /sys/fs/cgroup/memory 2>/dev/null || rmdir /sys/fs/cgroup/memory
 mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+# sock_diag for TCP, built as modules by Debian (no modprobe here to autoload).
+for m in inet_diag tcp_diag; do
+	[ -f /modules/$m.ko ] && insmod /modules/$m.ko
+done
 echo; echo "TMT-KERNEL $(uname -r)"
 status=0
 for run in $TMT_RUNS; do

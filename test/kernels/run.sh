@@ -29,21 +29,34 @@ declare -A runs=(
 	[6.12]='auto:fexit tracepoints:tracepoint'
 )
 
-# vmlinuz for a series: the newest package in the index, cached by name.
+# vmlinuz for a series: the newest package in the index, cached by name,
+# with the sock_diag modules (Debian builds inet_diag/tcp_diag as modules;
+# the guest has no modprobe to autoload them) in $img.modules/.
 kernel() {
-	local pkg img
+	local pkg img ver
 	pkg=$(apt-cache pkgnames linux-image- | grep -E "${pattern[$1]}" | sort -V | tail -1 || true)
 	if [ -z "$pkg" ]; then # offline: whatever is cached
-		img=$(ls "$cache"/vmlinuz-"$1"* 2>/dev/null | sort -V | tail -1 || true)
+		img=$(ls "$cache"/vmlinuz-"$1"* 2>/dev/null | grep -v modules | sort -V | tail -1 || true)
 		[ -n "$img" ] || { echo "test-kernels: no $1 kernel package in the apt index and none cached" >&2; return 1; }
 		echo "$img"
 		return
 	fi
-	img="$cache/vmlinuz-${pkg#linux-image-}"
-	if [ ! -s "$img" ]; then
+	ver=${pkg#linux-image-}
+	img="$cache/vmlinuz-$ver"
+	if [ ! -s "$img" ] || [ ! -d "$img.modules" ]; then
 		(cd "$work" && apt-get download -qq "$pkg" 2>/dev/null &&
-			dpkg-deb --fsys-tarfile "$pkg"_*.deb | tar -x -O --wildcards './boot/vmlinuz-*' > "$img.part" &&
-			mv "$img.part" "$img" && rm -f "$pkg"_*.deb) >&2
+			dpkg-deb -x "$pkg"_*.deb "$work/pkg-$ver" &&
+			mkdir -p "$img.modules" &&
+			for m in inet_diag tcp_diag; do
+				f=$(ls "$work/pkg-$ver"/lib/modules/*/kernel/net/ipv4/$m.ko* | head -1)
+				case $f in
+				*.xz) xz -dc "$f" ;;
+				*.zst) zstd -qdc "$f" ;;
+				*) cat "$f" ;;
+				esac > "$img.modules/$m.ko"
+			done &&
+			cp "$work/pkg-$ver"/boot/vmlinuz-* "$img.part" && mv "$img.part" "$img" &&
+			rm -rf "$pkg"_*.deb "$work/pkg-$ver") >&2
 	fi
 	echo "$img"
 }
@@ -82,8 +95,17 @@ for series in 6.1 6.12; do
 	log="$logs/$series.log"
 	echo "== $(basename "$img")"
 	start=$SECONDS
+	# The kernel's modules ride in a second cpio archive, which the kernel
+	# unpacks over the first.
+	initrd="$work/initrd-$series.gz"
+	cp "$work/initrd.gz" "$initrd"
+	if [ -d "$img.modules" ]; then
+		(cd "$img.modules" &&
+			mkdir -p "$work/mod-$series/modules" && cp ./*.ko "$work/mod-$series/modules/" &&
+			cd "$work/mod-$series" && find . | cpio -o -H newc --quiet | gzip -1 >> "$initrd")
+	fi
 	timeout 45m qemu-system-x86_64 "${accel[@]}" -m 1G -smp 2 -nographic -no-reboot -nic none \
-		-kernel "$img" -initrd "$work/initrd.gz" \
+		-kernel "$img" -initrd "$initrd" \
 		-append "console=ttyS0 quiet panic=-1 TMT_RUNS=\"${runs[$series]}\" TMT_TESTS=$tests" \
 		< /dev/null > "$log" 2>&1 || true
 	tr -d '\r' < "$log" > "$log.txt"
