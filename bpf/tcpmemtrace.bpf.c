@@ -238,6 +238,25 @@ static __always_inline struct counts *owner_counts(const struct owner *o)
 	return s ? &s->c : NULL;
 }
 
+/* The filters a socket's event must pass (namespace, owner), then where it
+ * is counted: the totals (returned; NULL when filtered out) and, through oc,
+ * its owner's counts. */
+static __always_inline struct counters *counted(const struct sock *sk, __u32 netns,
+						struct owner **o, struct counts **oc)
+{
+	struct counters *c;
+
+	if (filter_netns && netns != filter_netns)
+		return NULL;
+	*o = owner_of(sk);
+	if (!owner_selected(*o))
+		return NULL;
+	c = totals_get();
+	if (c)
+		*oc = owner_counts(*o);
+	return c;
+}
+
 static __always_inline struct event *reserve(struct counters *c, __u8 kind)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -386,10 +405,10 @@ static __always_inline void stamp_owner(const struct sock *sk)
  */
 static __always_inline void handle_abort(const struct sock *sk, __u32 reason)
 {
+	struct counts *oc = NULL;
+	struct owner *o = NULL;
 	const struct proto *prot;
 	struct counters *c;
-	struct counts *oc;
-	struct owner *o;
 	struct event *e;
 	__u32 netns;
 	bool oom;
@@ -398,15 +417,9 @@ static __always_inline void handle_abort(const struct sock *sk, __u32 reason)
 		return;
 	sample_pressure(sk);
 	netns = sk_netns(sk);
-	if (filter_netns && netns != filter_netns)
-		return;
-	o = owner_of(sk);
-	if (!owner_selected(o))
-		return;
-	c = totals_get();
+	c = counted(sk, netns, &o, &oc);
 	if (!c)
 		return;
-	oc = owner_counts(o);
 	prot = sk->__sk_common.skc_prot;
 	oom = sk->sk_wmem_queued > (int)sock_min_sndbuf &&
 	      prot_allocated(prot) > prot_limit(prot, 2);
@@ -673,9 +686,9 @@ SEC("tp_btf/sock_exceed_buf_limit")
 int BPF_PROG(tp_sock_exceed_buf_limit, struct sock *sk, struct proto *prot, long allocated,
 	     int kind)
 {
+	struct counts *oc = NULL;
+	struct owner *o = NULL;
 	struct counters *c;
-	struct counts *oc;
-	struct owner *o;
 	struct event *e;
 	__u32 netns;
 
@@ -683,15 +696,9 @@ int BPF_PROG(tp_sock_exceed_buf_limit, struct sock *sk, struct proto *prot, long
 		return 0;
 	sample_pressure(sk);
 	netns = sk_netns(sk);
-	if (filter_netns && netns != filter_netns)
-		return 0;
-	o = owner_of(sk);
-	if (!owner_selected(o))
-		return 0;
-	c = totals_get();
+	c = counted(sk, netns, &o, &oc);
 	if (!c)
 		return 0;
-	oc = owner_counts(o);
 	if (kind) {
 		struct last_refusal *lr;
 		__u32 zero = 0;
@@ -724,18 +731,12 @@ int BPF_PROG(tp_sock_exceed_buf_limit, struct sock *sk, struct proto *prot, long
  * cut short by the memory limits (blocking writers wait unseen instead). */
 static __always_inline void count_send_stall(const struct sock *sk)
 {
-	struct counters *c;
-	struct owner *o;
-	__u32 netns = sk_netns(sk);
+	struct counts *oc = NULL;
+	struct owner *o = NULL;
+	struct counters *c = counted(sk, sk_netns(sk), &o, &oc);
 
-	if (filter_netns && netns != filter_netns)
-		return;
-	o = owner_of(sk);
-	if (!owner_selected(o))
-		return;
-	c = totals_get();
 	if (c)
-		COUNT(c, owner_counts(o), send_stalls, 1);
+		COUNT(c, oc, send_stalls, 1);
 }
 
 static __always_inline int on_sock_io(const struct sock *sk, int ret, bool send)

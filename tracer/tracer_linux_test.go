@@ -36,15 +36,7 @@ type traced struct {
 
 func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced {
 	t.Helper()
-	g, err := workload.Lock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := g.Restore(); err != nil {
-			t.Error(err)
-		}
-	})
+	g := workload.LockT(t)
 	env, err := workload.Start(s)
 	if err != nil {
 		t.Fatal(err)

@@ -140,15 +140,7 @@ const (
 // the binary with SIGINT and parses everything it wrote.
 func runE2E(t *testing.T, s workload.Scenario, readerCgroup int, args func(*e2e) []string) *e2e {
 	t.Helper()
-	g, err := workload.Lock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := g.Restore(); err != nil {
-			t.Error(err)
-		}
-	})
+	g := workload.LockT(t)
 	r := &e2e{typesSeen: map[string]int{}}
 	if readerCgroup != readerInRoot {
 		abs, rel, remove, err := workload.MakeCgroup("tcpmemtrace-reader")
@@ -177,6 +169,7 @@ func runE2E(t *testing.T, s workload.Scenario, readerCgroup int, args func(*e2e)
 			s.ReaderCgroup, r.parent, r.cgroup = inner, rel, rel+"/inner"
 		}
 	}
+	var err error
 	r.env, err = workload.Start(s)
 	if err != nil {
 		t.Fatal(err)

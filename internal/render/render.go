@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
-	"github.com/tcpmemtrace/tcpmemtrace/internal/units"
 	"github.com/tcpmemtrace/tcpmemtrace/tracer"
 )
 
@@ -18,9 +17,6 @@ type Sink interface {
 	Summary(info tracer.Info, s aggregate.Summary) error
 	Flush() error
 }
-
-// IEC formats a byte count: 1.5 GiB.
-func IEC(b int64) string { return units.IEC(b) }
 
 // pct is v as a percentage of of, 0 when of is 0.
 func pct(v, of int64) float64 {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/units"
 	"github.com/tcpmemtrace/tcpmemtrace/tracer"
 )
 
@@ -50,9 +51,9 @@ func (t *Text) Start(info tracer.Info) error {
 	fmt.Fprintf(w, "tcpmemtrace on %s, Linux %s, page size %d\n", info.Hostname, info.Kernel, info.PageSize)
 	m := info.TCPMem
 	fmt.Fprintf(w, "tcp_mem: low %d, pressure %d, high %d pages (%s, %s, %s)\n",
-		m[0], m[1], m[2], IEC(m[0]*t.pageSize), IEC(m[1]*t.pageSize), IEC(m[2]*t.pageSize))
+		m[0], m[1], m[2], units.IEC(m[0]*t.pageSize), units.IEC(m[1]*t.pageSize), units.IEC(m[2]*t.pageSize))
 	fmt.Fprintf(w, "tcp_rmem max %s, tcp_wmem max %s, tcp_max_orphans %d\n",
-		IEC(info.TCPRmem[2]), IEC(info.TCPWmem[2]), info.MaxOrphans)
+		units.IEC(info.TCPRmem[2]), units.IEC(info.TCPWmem[2]), info.MaxOrphans)
 	if f := filters(info); f != "" {
 		fmt.Fprintf(w, "only %s (pressure is global)\n", f)
 	}
@@ -163,11 +164,11 @@ func (t *Text) Summary(info tracer.Info, s aggregate.Summary) error {
 	row("memory aborts: too many orphans", tot.OrphanAborts, "")
 	row("pressure episodes", tot.PressureEpisodes, "")
 	for _, r := range tracer.MemoryDropReasons {
-		row("memory drops "+r, tot.Drops[r], IEC(int64(tot.DropBytes[r])))
+		row("memory drops "+r, tot.Drops[r], units.IEC(int64(tot.DropBytes[r])))
 	}
 	for _, r := range tracer.MemoryDropReasons {
 		if tot.OtherDrops[r] > 0 {
-			row("non-TCP memory drops "+r, tot.OtherDrops[r], IEC(int64(tot.OtherDropBytes[r])))
+			row("non-TCP memory drops "+r, tot.OtherDrops[r], units.IEC(int64(tot.OtherDropBytes[r])))
 		}
 	}
 	for _, c := range tracer.DropCauses {
@@ -180,7 +181,7 @@ func (t *Text) Summary(info tracer.Info, s aggregate.Summary) error {
 	row("writes stalled under pressure", tot.SendStalls, "EAGAIN")
 	hi := s.PeakLimits[2]
 	fmt.Fprintf(w, "  %-36s %10d  pages, %s, %.0f%% of tcp_mem high (%d pages then)\n", "peak TCP memory", s.PeakMemPages,
-		IEC(s.PeakMemPages*t.pageSize), pct(s.PeakMemPages, hi), hi)
+		units.IEC(s.PeakMemPages*t.pageSize), pct(s.PeakMemPages, hi), hi)
 	row("lost samples (ringbuf full)", tot.LostSamples, "counts above are exact regardless")
 	if tot.MissedRuns > 0 {
 		row("hook runs skipped by the kernel", tot.MissedRuns, "BPF recursion guard: these events are not counted")
@@ -198,7 +199,7 @@ func (t *Text) Summary(info tracer.Info, s aggregate.Summary) error {
 			var held []string
 			for _, h := range ep.Holders {
 				held = append(held, fmt.Sprintf("%d %s %s in %d sockets", h.PID, h.Comm,
-					IEC(int64(h.RecvBytes+h.SendBytes)), h.Sockets))
+					units.IEC(int64(h.RecvBytes+h.SendBytes)), h.Sockets))
 			}
 			if len(held) > 0 {
 				fmt.Fprintf(w, "    held by: %s\n", strings.Join(held, "; "))
@@ -238,7 +239,7 @@ func (t *Text) groups(s aggregate.Summary) {
 			}
 		}
 		return fmt.Sprintf(cols+"\n", fmt.Sprint(c.MemAborts), fmt.Sprint(c.OrphanAborts), fmt.Sprint(n),
-			IEC(int64(b)), fmt.Sprintf("%d/%d", c.RefusalsSend, c.RefusalsRecv))
+			units.IEC(int64(b)), fmt.Sprintf("%d/%d", c.RefusalsSend, c.RefusalsRecv))
 	}
 	head := fmt.Sprintf(cols+"\n", "A.MEM", "A.ORPH", "DROPS", "DROPPED", "REFUSED S/R")
 	switch t.by {

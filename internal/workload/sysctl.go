@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -32,6 +33,22 @@ func Lock() (*Guard, error) {
 		return nil, err
 	}
 	return &Guard{lock: f, orig: map[string]string{}}, nil
+}
+
+// LockT is Lock for a test: it fails the test when the lock cannot be had,
+// and restores every value the test set when it ends, even on failure.
+func LockT(t testing.TB) *Guard {
+	t.Helper()
+	g, err := Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := g.Restore(); err != nil {
+			t.Error(err)
+		}
+	})
+	return g
 }
 
 // Set writes a sysctl (e.g. "net/ipv4/tcp_mem") after saving its value. A
