@@ -542,7 +542,7 @@ static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, _
 		 * causes add up to the PROTO_MEM count. */
 		if (slot == SLOT_PROTO_MEM) {
 			cause = drop_cause(sk, skb);
-			add(&c->drop_causes[cause & (DROP_CAUSES - 1)], 1);
+			COUNT(c, oc, drop_causes[cause & (DROP_CAUSES - 1)], 1);
 		}
 	}
 

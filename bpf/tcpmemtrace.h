@@ -50,6 +50,7 @@ struct counts {
 	__u64 refusals_send;
 	__u64 refusals_recv;
 	__u64 send_stalls; /* sendmsg EAGAIN while TCP was under memory pressure */
+	__u64 drop_causes[DROP_CAUSES]; /* TCP PROTO_MEM drops with a socket, by cause */
 	__u64 tcp_drops[DROP_SLOTS];
 	__u64 tcp_drop_bytes[DROP_SLOTS];
 	__u64 other_drops[DROP_SLOTS];
@@ -59,7 +60,6 @@ struct counts {
 /* Exact in-kernel totals, one copy per CPU. */
 struct counters {
 	struct counts all;
-	__u64 drop_causes[DROP_CAUSES]; /* TCP PROTO_MEM drops with a socket, by cause */
 	__u64 pressure_enters;
 	__u64 pressure_leaves;
 	__u64 lost_samples;

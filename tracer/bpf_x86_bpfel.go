@@ -16,7 +16,6 @@ import (
 type bpfCounters struct {
 	_              structs.HostLayout
 	All            bpfCounts
-	DropCauses     [8]uint64
 	PressureEnters uint64
 	PressureLeaves uint64
 	LostSamples    uint64
@@ -29,6 +28,7 @@ type bpfCounts struct {
 	RefusalsSend   uint64
 	RefusalsRecv   uint64
 	SendStalls     uint64
+	DropCauses     [8]uint64
 	TcpDrops       [8]uint64
 	TcpDropBytes   [8]uint64
 	OtherDrops     [8]uint64

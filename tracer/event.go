@@ -117,6 +117,9 @@ type Event struct {
 // Holder is a process and the memory its sockets' queues hold.
 type Holder = sockdiag.Holder
 
+// Process is a process id and command name.
+type Process = sockdiag.Process
+
 // decoder turns ringbuf records into Events without reflection.
 type decoder struct {
 	slots     [dropSlots]string // drop slot -> reason name

@@ -24,6 +24,10 @@ type Counts struct {
 	RefusalsRecv   uint64            `json:"refusals_recv"`
 	// SendStalls are writes told EAGAIN while TCP was under memory pressure.
 	SendStalls uint64 `json:"send_stalls"`
+	// DropsByCause are the TCP PROTO_MEM drops (arriving data refused
+	// memory) by DropCauses: they sum to Drops["PROTO_MEM"] when every drop
+	// had its socket.
+	DropsByCause map[string]uint64 `json:"drops_by_cause"`
 }
 
 // DropCauses name enum drop_cause, by value.
@@ -34,10 +38,6 @@ var DropCauses = []string{"unknown", "rcvbuf", "global_hard_limit", "global_pres
 type Totals struct {
 	Counts
 	PressureEpisodes uint64 `json:"pressure_episodes"`
-	// DropsByCause are the TCP PROTO_MEM drops (arriving data refused
-	// memory) by DropCauses: they sum to Drops["PROTO_MEM"] when every drop
-	// had its socket.
-	DropsByCause map[string]uint64 `json:"drops_by_cause"`
 	// LostSamples are events that found the ringbuf full.
 	LostSamples uint64 `json:"lost_samples"`
 	// MissedRuns are hook runs the kernel skipped because a program of
@@ -50,22 +50,20 @@ func NewCounts() Counts {
 	c := Counts{
 		Drops: map[string]uint64{}, DropBytes: map[string]uint64{},
 		OtherDrops: map[string]uint64{}, OtherDropBytes: map[string]uint64{},
+		DropsByCause: map[string]uint64{},
 	}
 	for _, name := range MemoryDropReasons {
 		c.Drops[name], c.DropBytes[name] = 0, 0
 		c.OtherDrops[name], c.OtherDropBytes[name] = 0, 0
 	}
+	for _, name := range DropCauses {
+		c.DropsByCause[name] = 0
+	}
 	return c
 }
 
 // NewTotals returns zero totals with every tracked reason and cause present.
-func NewTotals() Totals {
-	t := Totals{Counts: NewCounts(), DropsByCause: map[string]uint64{}}
-	for _, c := range DropCauses {
-		t.DropsByCause[c] = 0
-	}
-	return t
-}
+func NewTotals() Totals { return Totals{Counts: NewCounts()} }
 
 // Aborts is every memory abort, whatever its cause.
 func (c Counts) Aborts() uint64 { return c.MemAborts + c.OrphanAborts }
@@ -98,6 +96,9 @@ func (c *Counts) Add(o Counts) {
 	for k, v := range o.OtherDropBytes {
 		c.OtherDropBytes[k] += v
 	}
+	for k, v := range o.DropsByCause {
+		c.DropsByCause[k] += v
+	}
 }
 
 // addRaw folds one kernel struct counts into c.
@@ -113,6 +114,9 @@ func (c *Counts) addRaw(r *bpfCounts) {
 		c.OtherDrops[name] += r.OtherDrops[i+1]
 		c.OtherDropBytes[name] += r.OtherDropBytes[i+1]
 	}
+	for i, name := range DropCauses {
+		c.DropsByCause[name] += r.DropCauses[i]
+	}
 }
 
 // sumCounters folds the per-CPU copies into Totals.
@@ -121,9 +125,6 @@ func sumCounters(percpu []bpfCounters) Totals {
 	for i := range percpu {
 		c := &percpu[i]
 		t.addRaw(&c.All)
-		for i, name := range DropCauses {
-			t.DropsByCause[name] += c.DropCauses[i]
-		}
 		t.PressureEpisodes += c.PressureEnters
 		t.LostSamples += c.LostSamples
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/record"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/render"
 	"github.com/tcpmemtrace/tcpmemtrace/tracer"
 )
@@ -37,6 +38,11 @@ type options struct {
 	hooks      string
 	ringbufKiB int
 	version    bool
+	write      string
+	writeMiB   int
+	writeFiles int
+	read       string
+	quiet      bool
 }
 
 // usageError is bad input: exit code 2.
@@ -90,6 +96,11 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 	fs.StringVar(&o.by, "by", render.ByPID, "group the summary by "+strings.Join(render.Groupings, ", "))
 	fs.StringVar(&o.hooks, "hooks", "auto", "auto: fentry/fexit where allowed, else tracepoints; tracepoints: never fentry/fexit")
 	fs.IntVar(&o.ringbufKiB, "ringbuf-kib", 4096, "event ring buffer size in KiB (a power of two)")
+	fs.StringVarP(&o.write, "write", "w", "", "also record the trace to this file (mode 0600; docs/recording.md)")
+	fs.IntVar(&o.writeMiB, "write-max-mib", 256, "rotate the recording past this size (MiB; 0: never)")
+	fs.IntVar(&o.writeFiles, "write-max-files", 5, "rotated recordings to keep (FILE.1 ... FILE.N)")
+	fs.StringVarP(&o.read, "read", "r", "", "replay a recording instead of tracing (no privileges needed)")
+	fs.BoolVarP(&o.quiet, "quiet", "q", false, "no event lines: header and summary only")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() > 0 {
@@ -104,6 +115,16 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 	if err == nil && o.duration < 0 {
 		err = fmt.Errorf("--duration: %v is negative", o.duration)
 	}
+	if err == nil && o.read != "" {
+		for flag, set := range map[string]bool{"--write": o.write != "", "--netns": o.netns != "", "--list-probes": o.listProbes} {
+			if set {
+				err = fmt.Errorf("%s does not go with --read (a recording's counts were kept for what it traced)", flag)
+			}
+		}
+	}
+	if err == nil && (o.writeMiB < 0 || o.writeFiles < 0) {
+		err = errors.New("--write-max-mib and --write-max-files cannot be negative")
+	}
 	if err == nil && (o.ringbufKiB < 4 || o.ringbufKiB&(o.ringbufKiB-1) != 0) {
 		err = fmt.Errorf("--ringbuf-kib: %d is not a power of two of at least 4", o.ringbufKiB)
 	}
@@ -112,6 +133,7 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 
 func usage(w io.Writer, fs *pflag.FlagSet) {
 	fmt.Fprintf(w, `Usage: sudo tcpmemtrace [flags]
+       tcpmemtrace -r FILE [--json] [--by ...] [-p PID] [--comm NAME] [--cgroup PATH]
        tcpmemtrace diagnose [--json] [--top N]
 
 Counts every TCP socket-memory event exactly and shows each with its socket
@@ -135,6 +157,9 @@ func version() string {
 }
 
 func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
+	if o.read != "" {
+		return replay(ctx, o, stdout, stderr)
+	}
 	if err := checkPrivileges(); err != nil {
 		return err
 	}
@@ -160,29 +185,74 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer tr.Close()
+	var keep func(tracer.Record) error
+	if o.write != "" {
+		w, err := record.Create(o.write, tr.Info(), int64(o.writeMiB)<<20, o.writeFiles)
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		keep = w.Write
+	}
 	kw, kerr := kmsg.Start()
 	if kerr != nil {
 		fmt.Fprintf(stderr, "tcpmemtrace: kernel log not readable (%v): no rate-limit comparison\n", kerr)
-	}
-
-	var sink render.Sink = render.NewText(stdout, o.by)
-	if o.json {
-		sink = render.NewJSON(stdout)
-	}
-	info := tr.Info()
-	if err := sink.Start(info); err != nil {
-		return err
 	}
 	if o.duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.duration)
 		defer cancel()
 	}
+	return present(ctx, tr, o, stdout, keep, kw)
+}
+
+// replay shows a recording through the same path as a live trace.
+func replay(ctx context.Context, o options, stdout, stderr io.Writer) error {
+	r, err := record.Open(o.read)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var src tracer.Source = r
+	f := record.Filter{Comm: o.comm, Cgroup: o.cgroup}
+	for _, p := range o.pids {
+		f.PIDs = append(f.PIDs, uint32(p))
+	}
+	if !f.Empty() {
+		src = record.Filtered(r, f)
+	}
+	err = present(ctx, src, o, stdout, nil, nil)
+	if w := r.Warning(); w != nil {
+		fmt.Fprintf(stderr, "tcpmemtrace: warning: %v\n", w)
+	}
+	return err
+}
+
+// present runs a source into the chosen output: header, events, summary.
+// keep, when set, sees every record first (the recording); kw is the live
+// kernel log watcher, if any.
+func present(ctx context.Context, src tracer.Source, o options, stdout io.Writer, keep func(tracer.Record) error, kw *kmsg.Watcher) error {
+	var sink render.Sink = render.NewText(stdout, o.by)
+	if o.json {
+		sink = render.NewJSON(stdout)
+	}
+	info := src.Info()
+	if err := sink.Start(info); err != nil {
+		return err
+	}
 	live := isTerminal(stdout)
 	agg := aggregate.New(info.Start)
-	err = tr.Run(ctx, func(r tracer.Record) error {
+	err := src.Run(ctx, func(r tracer.Record) error {
+		if keep != nil {
+			if err := keep(r); err != nil {
+				return fmt.Errorf("recording: %w", err)
+			}
+		}
 		agg.Add(r)
 		if r.Event != nil {
+			if o.quiet {
+				return nil
+			}
 			if err := sink.Event(r.Event); err != nil {
 				return err
 			}

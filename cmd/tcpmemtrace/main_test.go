@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"syscall"
@@ -422,6 +423,71 @@ func TestCommFilterEndToEnd(t *testing.T) {
 		if !strings.HasPrefix(e.Type, "pressure") && e.Comm != "tmt-writer" {
 			t.Errorf("%s event of %q with --comm tmt-writer", e.Type, e.Comm)
 		}
+	}
+}
+
+// TestRecordAndReplay: -w records the reproduction; -r replays it, with no
+// privileges, to the same summary: totals equal to the live run's and to
+// the kernel's counters, the same per-process counts.
+func TestRecordAndReplay(t *testing.T) {
+	privtest.Require(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "oom.tmtrec")
+	s := workload.Scenario{Kind: workload.OOM, Conns: 300, WriteFor: 4 * time.Second}
+	r := runE2E(t, s, readerInRoot, func(r *e2e) []string { return []string{"--netns", fmt.Sprint(r.env.NetNS), "-w", file} })
+	if st, err := os.Stat(file); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("recording: %v, %v", st, err)
+	}
+
+	// As nobody, from a copy nobody may read (the recording itself is 0600).
+	shared, err := os.MkdirTemp("", "tcpmemtrace-replay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(shared)
+	os.Chmod(shared, 0o755)
+	b, _ := os.ReadFile(file)
+	cp := filepath.Join(shared, "oom.tmtrec")
+	if err := os.WriteFile(cp, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "-r", cp, "--json")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("replay as nobody: %v", err)
+	}
+	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
+	var replayed render.SummaryObject
+	if err := json.Unmarshal(lines[len(lines)-1], &replayed); err != nil || replayed.Type != "summary" {
+		t.Fatalf("last replay line %q: %v", lines[len(lines)-1], err)
+	}
+	if !reflect.DeepEqual(replayed.Totals, r.summary.Totals) {
+		t.Errorf("replayed totals %+v\n    live totals %+v", replayed.Totals, r.summary.Totals)
+	}
+	if !reflect.DeepEqual(replayed.ByProcess, r.summary.ByProcess) {
+		t.Errorf("replayed by_process %+v\n    live %+v", replayed.ByProcess, r.summary.ByProcess)
+	}
+	if got, want := replayed.Totals.MemAborts, r.delta("TCPAbortOnMemory"); got != want || want == 0 {
+		t.Errorf("replayed mem_aborts %d, kernel %d", got, want)
+	}
+	if got, want := replayed.Totals.Drops["PROTO_MEM"], r.delta("TCPRcvQDrop")+r.delta("TCPOFODrop"); got != want || want == 0 {
+		t.Errorf("replayed drops %d, kernel %d", got, want)
+	}
+	if events := len(lines) - 2; events != len(r.events) {
+		t.Errorf("replay wrote %d events, live %d", events, len(r.events))
+	}
+
+	// -p on the replay: only the reader, totals from its exact counts.
+	out, err = exec.Command(binary, "-r", file, "--json", "-q", "-p", fmt.Sprint(r.res.ReaderPID)).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines = bytes.Split(bytes.TrimSpace(out), []byte("\n"))
+	var reader render.SummaryObject
+	json.Unmarshal(lines[len(lines)-1], &reader)
+	if reader.Totals.MemAborts != 0 || reader.Totals.Drops["PROTO_MEM"] != r.summary.Totals.Drops["PROTO_MEM"] {
+		t.Errorf("replay -p reader: %+v", reader.Totals)
 	}
 }
 

@@ -215,8 +215,6 @@ func (t *Text) Summary(info tracer.Info, s aggregate.Summary) error {
 		if kl.Suppressed > 0 {
 			fmt.Fprintf(w, "  net_ratelimit suppressed %d networking lines\n", kl.Suppressed)
 		}
-	} else {
-		fmt.Fprintln(w, "\nKERNEL LOG: not readable (/dev/kmsg needs CAP_SYSLOG)")
 	}
 	return w.Flush()
 }
