@@ -33,11 +33,15 @@ build: ## build ./tcpmemtrace (no clang needed)
 
 # Packages run one at a time: the privileged tests lower global sysctls
 # (they also hold a lock, so this is belt and braces).
+# deploy/ is a module of its own (its test-only Kubernetes dependencies stay
+# out of the tool's).
 test: lint ## run every test: privileged ones as root (sudo make test), skipped with a reason otherwise
 	go test -count=1 -p 1 -timeout 30m $(GO_TEST_FLAGS) ./...
+	cd deploy && go test -count=1 -timeout 10m $(GO_TEST_FLAGS) ./...
 
 test-unit: ## only the tests that need no privileges
 	go test -count=1 -short ./...
+	cd deploy && go test -count=1 -short ./...
 
 format: ## gofmt the Go code, clang-format the C
 	gofmt -w $$(git ls-files --cached --others --exclude-standard '*.go')
@@ -45,6 +49,7 @@ format: ## gofmt the Go code, clang-format the C
 
 lint: ## go vet, gofmt and clang-format checks
 	go vet ./...
+	cd deploy && go vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'))" || { gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'); echo "gofmt: run make format"; exit 1; }
 	@if command -v clang-format >/dev/null; then clang-format --dry-run -Werror bpf/*.c bpf/*.h; else echo "lint: clang-format not installed, C not checked"; fi
 

@@ -115,9 +115,12 @@ type Info struct {
 
 // Global is the protocol-wide state, sampled from /proc.
 type Global struct {
-	MemPages int64    `json:"mem_pages"` // TCP memory in use (pages)
-	Pressure bool     `json:"pressure"`
-	TCPMem   [3]int64 `json:"tcp_mem"`
+	MemPages   int64    `json:"mem_pages"` // TCP memory in use (pages)
+	Pressure   bool     `json:"pressure"`
+	TCPMem     [3]int64 `json:"tcp_mem"`
+	Orphans    int64    `json:"orphans"`     // global
+	MaxOrphans int64    `json:"max_orphans"` // -1: unknown
+	TimeWait   int64    `json:"time_wait"`   // in the tracer's network namespace
 }
 
 // Snapshot is a reading of the exact counts and of the global state.
@@ -456,6 +459,13 @@ func readGlobal() Global {
 		g.Pressure = p["TCP"].Pressure == "yes"
 	}
 	g.TCPMem, _ = procfs.Triple("net/ipv4/tcp_mem")
+	var err error
+	if g.MaxOrphans, err = procfs.Int("net/ipv4/tcp_max_orphans"); err != nil {
+		g.MaxOrphans = -1 // unreadable outside the host's network namespace
+	}
+	if st, err := procfs.Sockstat(procfs.Root + "/net/sockstat"); err == nil {
+		g.Orphans, g.TimeWait = st["TCP orphan"], st["TCP tw"]
+	}
 	return g
 }
 
@@ -495,7 +505,7 @@ func (t *Tracer) Run(ctx context.Context, fn func(Record) error) error {
 		ev       Event
 		rec      ringbuf.Record
 		draining bool
-		next     = time.Now().Add(t.cfg.SnapshotInterval)
+		next     = time.Now() // a first snapshot at once: a baseline for every consumer
 	)
 	for {
 		if !draining && ctx.Err() != nil {

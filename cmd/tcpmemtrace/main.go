@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/metrics"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/record"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/render"
 	"github.com/tcpmemtrace/tcpmemtrace/tracer"
@@ -43,6 +45,8 @@ type options struct {
 	writeFiles int
 	read       string
 	quiet      bool
+	metrics    string
+	metricsTop int
 }
 
 // usageError is bad input: exit code 2.
@@ -100,7 +104,9 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 	fs.IntVar(&o.writeMiB, "write-max-mib", 256, "rotate the recording past this size (MiB; 0: never)")
 	fs.IntVar(&o.writeFiles, "write-max-files", 5, "rotated recordings to keep (FILE.1 ... FILE.N)")
 	fs.StringVarP(&o.read, "read", "r", "", "replay a recording instead of tracing (no privileges needed)")
-	fs.BoolVarP(&o.quiet, "quiet", "q", false, "no event lines: header and summary only")
+	fs.BoolVarP(&o.quiet, "quiet", "q", false, "no terminal output (with --write or --metrics-addr)")
+	fs.StringVar(&o.metrics, "metrics-addr", "", "serve Prometheus metrics on [HOST]:PORT/metrics (no host: 127.0.0.1)")
+	fs.IntVar(&o.metricsTop, "metrics-top-owners", 10, "owners with their own metric series; the rest are \"other\"")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() > 0 {
@@ -116,14 +122,22 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 		err = fmt.Errorf("--duration: %v is negative", o.duration)
 	}
 	if err == nil && o.read != "" {
-		for flag, set := range map[string]bool{"--write": o.write != "", "--netns": o.netns != "", "--list-probes": o.listProbes} {
+		for flag, set := range map[string]bool{"--write": o.write != "", "--netns": o.netns != "", "--list-probes": o.listProbes, "--metrics-addr": o.metrics != ""} {
 			if set {
 				err = fmt.Errorf("%s does not go with --read (a recording's counts were kept for what it traced)", flag)
 			}
 		}
 	}
-	if err == nil && (o.writeMiB < 0 || o.writeFiles < 0) {
-		err = errors.New("--write-max-mib and --write-max-files cannot be negative")
+	if err == nil && o.metrics != "" {
+		if _, _, serr := net.SplitHostPort(o.metrics); serr != nil {
+			err = fmt.Errorf("--metrics-addr: %v", serr)
+		}
+	}
+	if err == nil && (o.writeMiB < 0 || o.writeFiles < 0 || o.metricsTop < 0) {
+		err = errors.New("--write-max-mib, --write-max-files and --metrics-top-owners cannot be negative")
+	}
+	if err == nil && o.quiet && o.write == "" && o.metrics == "" {
+		err = errors.New("--quiet needs --write or --metrics-addr: it would output nothing")
 	}
 	if err == nil && (o.ringbufKiB < 4 || o.ringbufKiB&(o.ringbufKiB-1) != 0) {
 		err = fmt.Errorf("--ringbuf-kib: %d is not a power of two of at least 4", o.ringbufKiB)
@@ -185,18 +199,44 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer tr.Close()
-	var keep func(tracer.Record) error
+	if tr.Info().TCPMem[2] == 0 {
+		// tcp_mem is global but only the host's network namespace shows it.
+		fmt.Fprintln(stderr, "tcpmemtrace: warning: cannot read net.ipv4.tcp_mem (not in the host network namespace?): "+
+			"the limits are unknown; run in the host's (Kubernetes: hostNetwork: true)")
+	}
+	if o.quiet { // a daemon's log says what it watches
+		render.WriteHooks(stderr, tr.Info().Hooks)
+	}
+	var keep []func(tracer.Record) error
 	if o.write != "" {
 		w, err := record.Create(o.write, tr.Info(), int64(o.writeMiB)<<20, o.writeFiles)
 		if err != nil {
 			return err
 		}
 		defer w.Close()
-		keep = w.Write
+		keep = append(keep, func(r tracer.Record) error {
+			if err := w.Write(r); err != nil {
+				return fmt.Errorf("recording: %w", err)
+			}
+			return nil
+		})
 	}
-	kw, kerr := kmsg.Start()
-	if kerr != nil {
-		fmt.Fprintf(stderr, "tcpmemtrace: kernel log not readable (%v): no rate-limit comparison\n", kerr)
+	if o.metrics != "" {
+		col := metrics.New(tr.Info().PageSize, o.metricsTop, 5*time.Minute)
+		srv, addr, err := metrics.Serve(o.metrics, col)
+		if err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer srv.Close()
+		fmt.Fprintf(stderr, "tcpmemtrace: metrics on http://%s/metrics\n", addr)
+		keep = append(keep, func(r tracer.Record) error { col.Add(r); return nil })
+	}
+	var kw *kmsg.Watcher
+	if !o.quiet { // the kernel log is only compared in the summary
+		var kerr error
+		if kw, kerr = kmsg.Start(); kerr != nil {
+			fmt.Fprintf(stderr, "tcpmemtrace: kernel log not readable (%v): no rate-limit comparison\n", kerr)
+		}
 	}
 	if o.duration > 0 {
 		var cancel context.CancelFunc
@@ -228,13 +268,16 @@ func replay(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	return err
 }
 
-// present runs a source into the chosen output: header, events, summary.
-// keep, when set, sees every record first (the recording); kw is the live
-// kernel log watcher, if any.
-func present(ctx context.Context, src tracer.Source, o options, stdout io.Writer, keep func(tracer.Record) error, kw *kmsg.Watcher) error {
+// present runs a source into the chosen output: header, events, summary
+// (nothing with --quiet). keep sees every record first (the recording, the
+// metrics); kw is the live kernel log watcher, if any.
+func present(ctx context.Context, src tracer.Source, o options, stdout io.Writer, keep []func(tracer.Record) error, kw *kmsg.Watcher) error {
 	var sink render.Sink = render.NewText(stdout, o.by)
 	if o.json {
 		sink = render.NewJSON(stdout)
+	}
+	if o.quiet {
+		sink = render.Discard{}
 	}
 	info := src.Info()
 	if err := sink.Start(info); err != nil {
@@ -243,16 +286,13 @@ func present(ctx context.Context, src tracer.Source, o options, stdout io.Writer
 	live := isTerminal(stdout)
 	agg := aggregate.New(info.Start)
 	err := src.Run(ctx, func(r tracer.Record) error {
-		if keep != nil {
-			if err := keep(r); err != nil {
-				return fmt.Errorf("recording: %w", err)
+		for _, k := range keep {
+			if err := k(r); err != nil {
+				return err
 			}
 		}
 		agg.Add(r)
 		if r.Event != nil {
-			if o.quiet {
-				return nil
-			}
 			if err := sink.Event(r.Event); err != nil {
 				return err
 			}

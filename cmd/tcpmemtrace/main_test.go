@@ -58,6 +58,10 @@ func TestBadInputExitsTwo(t *testing.T) {
 		{"--hooks", "kprobes"},
 		{"--duration", "-1s"},
 		{"--ringbuf-kib", "1000"},
+		{"--metrics-addr", "9435"},
+		{"--metrics-addr", ":9435", "--metrics-top-owners", "-1"},
+		{"--quiet"},
+		{"-r", "x.tmtrec", "--metrics-addr", ":9435"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := mainExit(args, &stdout, &stderr); code != 2 {
@@ -127,7 +131,12 @@ type e2e struct {
 	cgroup    string          // the reader's cgroup, relative to the hierarchy
 	parent    string          // its parent, when nested
 	typesSeen map[string]int
+	// beforeStop runs after the traffic, while the binary still runs.
+	beforeStop func(*e2e)
 }
+
+// beforeStop, when set, is handed to the next runE2E (see e2e.beforeStop).
+var beforeStop func(*e2e)
 
 // Where runE2E puts the reader.
 const (
@@ -142,7 +151,8 @@ const (
 func runE2E(t *testing.T, s workload.Scenario, readerCgroup int, args func(*e2e) []string) *e2e {
 	t.Helper()
 	g := workload.LockT(t)
-	r := &e2e{typesSeen: map[string]int{}}
+	r := &e2e{typesSeen: map[string]int{}, beforeStop: beforeStop}
+	beforeStop = nil
 	if readerCgroup != readerInRoot {
 		abs, rel, remove, err := workload.MakeCgroup("tcpmemtrace-reader")
 		if err != nil {
@@ -197,6 +207,16 @@ func runE2E(t *testing.T, s workload.Scenario, readerCgroup int, args func(*e2e)
 		t.Fatalf("first line %q: %v", lines.Text(), err)
 	}
 
+	// Read the rest as it comes: a full pipe would stall the tracer.
+	rest := make(chan [][]byte, 1)
+	go func() {
+		var out [][]byte
+		for lines.Scan() {
+			out = append(out, append([]byte(nil), lines.Bytes()...))
+		}
+		rest <- out
+	}()
+
 	hostBefore, err := procfs.MIB("self")
 	if err != nil {
 		t.Fatal(err)
@@ -217,15 +237,18 @@ func runE2E(t *testing.T, s workload.Scenario, readerCgroup int, args func(*e2e)
 	}
 	r.hostMIB = hostAfter.Sub(hostBefore)
 
+	if r.beforeStop != nil {
+		r.beforeStop(r)
+	}
 	cmd.Process.Signal(os.Interrupt)
-	for lines.Scan() {
+	for _, line := range <-rest {
 		var o render.EventObject
-		if err := json.Unmarshal(lines.Bytes(), &o); err != nil || o.Type == "" {
-			t.Fatalf("line %q: %v", lines.Text(), err)
+		if err := json.Unmarshal(line, &o); err != nil || o.Type == "" {
+			t.Fatalf("line %q: %v", line, err)
 		}
 		r.typesSeen[o.Type]++
 		if o.Type == "summary" {
-			if err := json.Unmarshal(lines.Bytes(), &r.summary); err != nil {
+			if err := json.Unmarshal(line, &r.summary); err != nil {
 				t.Fatal(err)
 			}
 			continue
@@ -479,7 +502,7 @@ func TestRecordAndReplay(t *testing.T) {
 	}
 
 	// -p on the replay: only the reader, totals from its exact counts.
-	out, err = exec.Command(binary, "-r", file, "--json", "-q", "-p", fmt.Sprint(r.res.ReaderPID)).Output()
+	out, err = exec.Command(binary, "-r", file, "--json", "-p", fmt.Sprint(r.res.ReaderPID)).Output()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,14 @@ type Sink interface {
 	Flush() error
 }
 
+// Discard is the sink of --quiet.
+type Discard struct{}
+
+func (Discard) Start(tracer.Info) error                      { return nil }
+func (Discard) Event(*tracer.Event) error                    { return nil }
+func (Discard) Summary(tracer.Info, aggregate.Summary) error { return nil }
+func (Discard) Flush() error                                 { return nil }
+
 // pct is v as a percentage of of, 0 when of is 0.
 func pct(v, of int64) float64 {
 	if of == 0 {

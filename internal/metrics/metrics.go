@@ -1,0 +1,294 @@
+// Package metrics exposes a trace to Prometheus: it is fed the same records
+// as the summary and, at each scrape, turns the latest exact counts and
+// global state into metrics. It never reads the kernel itself.
+package metrics
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+)
+
+const ns = "tcpmemtrace"
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(ns+"_"+name, help, labels, nil)
+}
+
+var (
+	dAborts      = desc("aborts_total", "Sockets the kernel killed for memory (tcp_check_oom), by cause: memory (\"out of memory -- consider tuning tcp_mem\") or orphans (\"too many orphaned sockets\").", "cause")
+	dDrops       = desc("drops_total", "Packets dropped for socket memory, by kernel drop reason and protocol (tcp; other: UDP...).", "reason", "protocol")
+	dDropBytes   = desc("dropped_bytes_total", "Bytes of those packets, by kernel drop reason and protocol.", "reason", "protocol")
+	dDropCause   = desc("drops_by_cause_total", "TCP PROTO_MEM drops by cause: rcvbuf, global_hard_limit, global_pressure, memcg, unknown.", "cause")
+	dRefusals    = desc("allocation_refusals_total", "Socket memory allocations refused (sock_exceed_buf_limit), by direction.", "direction")
+	dStalls      = desc("send_stalls_total", "Writes told EAGAIN while TCP was under memory pressure.")
+	dEpisodes    = desc("pressure_episodes_total", "TCP memory pressure episodes that began while tracing.")
+	dLost        = desc("lost_samples_total", "Events not delivered because the ring buffer was full (counts stay exact).")
+	dAllocated   = desc("tcp_memory_allocated_bytes", "TCP memory in use (the tcp_mem pool), in bytes.")
+	dLimit       = desc("tcp_mem_bytes", "net.ipv4.tcp_mem watermarks, in bytes.", "watermark")
+	dPressure    = desc("tcp_memory_pressure", "1 while TCP is under memory pressure.")
+	dEpisodeAge  = desc("tcp_memory_pressure_episode_age_seconds", "How long the current pressure episode has lasted (at least: counted from the exporter's start if it began before); 0 when none.")
+	dOrphans     = desc("tcp_orphans", "Orphaned TCP sockets (closed by their owners, still held by the kernel).")
+	dMaxOrphans  = desc("tcp_max_orphans", "net.ipv4.tcp_max_orphans.")
+	dTimeWait    = desc("tcp_time_wait", "TCP sockets in TIME-WAIT (the exporter's network namespace).")
+	ownerLabels  = []string{"comm", "cgroup", "container"}
+	dOwnerAborts = desc("owner_aborts_total", "Memory aborts of sockets owned by the top owners (the rest under comm=\"other\"), by cause.", append(ownerLabels, "cause")...)
+	dOwnerDrops  = desc("owner_drops_total", "TCP memory drops of sockets owned by the top owners (the rest under comm=\"other\").", ownerLabels...)
+	dOwnerBytes  = desc("owner_dropped_bytes_total", "Bytes of those drops.", ownerLabels...)
+)
+
+// ownerKey groups processes the way the labels do.
+type ownerKey struct{ comm, cgroup, container string }
+
+// ownerVals are the per-owner counter values exported.
+type ownerVals struct{ mem, orph, drops, bytes float64 }
+
+func (a ownerVals) plus(b ownerVals) ownerVals {
+	return ownerVals{a.mem + b.mem, a.orph + b.orph, a.drops + b.drops, a.bytes + b.bytes}
+}
+
+func (a ownerVals) minus(b ownerVals) ownerVals {
+	return ownerVals{a.mem - b.mem, a.orph - b.orph, a.drops - b.drops, a.bytes - b.bytes}
+}
+
+// tracked is an owner with a series of its own.
+type tracked struct {
+	base     ownerVals // what "other" had already counted for it when promoted
+	lastSeen time.Time
+}
+
+// Collector is a prometheus.Collector over a record stream.
+type Collector struct {
+	top      int
+	ttl      time.Duration
+	pageSize float64
+
+	mu      sync.Mutex
+	snap    *tracer.Snapshot
+	episode time.Time // start of the episode in force; zero when none
+	tracked map[ownerKey]*tracked
+	// exposed is what the last scrape counted in "other" for each owner.
+	exposed map[ownerKey]ownerVals
+	alive   func(pids []uint32) bool
+	now     func() time.Time
+}
+
+// New makes a collector exporting the top owners with their own series
+// (the rest sum up under comm="other"); an owner's series goes away when
+// none of its processes has been alive for ttl.
+func New(pageSize, top int, ttl time.Duration) *Collector {
+	return &Collector{top: top, ttl: ttl, pageSize: float64(pageSize), tracked: map[ownerKey]*tracked{},
+		exposed: map[ownerKey]ownerVals{}, alive: pidsAlive, now: time.Now}
+}
+
+func pidsAlive(pids []uint32) bool {
+	for _, p := range pids {
+		if p == 0 || p == tracer.OverflowPID {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + strconv.FormatUint(uint64(p), 10)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Add feeds one record of the stream.
+func (c *Collector) Add(r tracer.Record) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := r.Event; e != nil {
+		switch e.Kind {
+		case tracer.KindPressureEnter:
+			c.episode = e.Time
+		case tracer.KindPressureLeave:
+			c.episode = time.Time{}
+		}
+	}
+	if s := r.Snapshot; s != nil {
+		cp := *s
+		c.snap = &cp
+		switch {
+		case !s.Global.Pressure && !c.episode.IsZero() && s.Time.Sub(c.episode) > time.Second:
+			c.episode = time.Time{} // a leave the stream did not carry
+		case s.Global.Pressure && c.episode.IsZero():
+			c.episode = s.Time // begun before the trace (or unseen): at least this old
+		}
+	}
+}
+
+// Describe sends no descriptors: the collector is unchecked, its label sets
+// depend on the owners of the moment.
+func (c *Collector) Describe(chan<- *prometheus.Desc) {}
+
+// Collect turns the latest snapshot into metrics.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.snap == nil {
+		return
+	}
+	t, g := c.snap.Totals, c.snap.Global
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter(dAborts, float64(t.MemAborts), tracer.CauseMemory)
+	counter(dAborts, float64(t.OrphanAborts), tracer.CauseOrphans)
+	for _, r := range tracer.MemoryDropReasons {
+		counter(dDrops, float64(t.Drops[r]), r, "tcp")
+		counter(dDrops, float64(t.OtherDrops[r]), r, "other")
+		counter(dDropBytes, float64(t.DropBytes[r]), r, "tcp")
+		counter(dDropBytes, float64(t.OtherDropBytes[r]), r, "other")
+	}
+	for _, cause := range tracer.DropCauses {
+		counter(dDropCause, float64(t.DropsByCause[cause]), cause)
+	}
+	counter(dRefusals, float64(t.RefusalsSend), "send")
+	counter(dRefusals, float64(t.RefusalsRecv), "recv")
+	counter(dStalls, float64(t.SendStalls))
+	counter(dEpisodes, float64(t.PressureEpisodes))
+	counter(dLost, float64(t.LostSamples))
+
+	gauge(dAllocated, float64(g.MemPages)*c.pageSize)
+	// The limits are unreadable outside the host's network namespace: no
+	// series rather than a zero limit.
+	if g.TCPMem[2] > 0 {
+		for i, w := range []string{"low", "pressure", "high"} {
+			gauge(dLimit, float64(g.TCPMem[i])*c.pageSize, w)
+		}
+	}
+	var p, age float64
+	if g.Pressure {
+		p = 1
+		if !c.episode.IsZero() {
+			age = c.now().Sub(c.episode).Seconds()
+		}
+	}
+	gauge(dPressure, p)
+	gauge(dEpisodeAge, age)
+	gauge(dOrphans, float64(g.Orphans))
+	if g.MaxOrphans >= 0 {
+		gauge(dMaxOrphans, float64(g.MaxOrphans))
+	}
+	gauge(dTimeWait, float64(g.TimeWait))
+
+	c.owners(ch)
+}
+
+// owners exports the top owners' counters and one "other" series. A
+// counter must never go down, so "other" keeps what it has exposed: it is
+// all of every untracked owner, plus, for each tracked one, what "other"
+// had exposed for it when it got its own series (its base; zero for an
+// owner new at that scrape). An owner that expires (its processes gone)
+// returns to "other" whole.
+func (c *Collector) owners(ch chan<- prometheus.Metric) {
+	vals := map[ownerKey]ownerVals{}
+	pids := map[ownerKey][]uint32{}
+	for _, o := range c.snap.Owners {
+		k := ownerKey{o.Comm, o.CgroupPath, o.Container.Short()}
+		if o.PID == 0 {
+			k = ownerKey{comm: "unknown"}
+		}
+		if o.PID == tracer.OverflowPID {
+			k = ownerKey{comm: "other"}
+		}
+		vals[k] = vals[k].plus(ownerVals{float64(o.MemAborts), float64(o.OrphanAborts), float64(o.DropCount()), float64(dropBytes(o.Counts))})
+		pids[k] = append(pids[k], o.PID)
+	}
+	now := c.now()
+	// Expire owners whose processes are gone.
+	for k, tr := range c.tracked {
+		if c.alive(pids[k]) {
+			tr.lastSeen = now
+		} else if now.Sub(tr.lastSeen) > c.ttl {
+			delete(c.tracked, k)
+		}
+	}
+	// Promote the most active owners into free places.
+	keys := make([]ownerKey, 0, len(vals))
+	for k := range vals {
+		if _, ok := c.tracked[k]; !ok && k.comm != "other" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := vals[keys[i]], vals[keys[j]]
+		if x, y := a.mem+a.orph, b.mem+b.orph; x != y {
+			return x > y
+		}
+		if a.drops != b.drops {
+			return a.drops > b.drops
+		}
+		return keys[i].comm < keys[j].comm
+	})
+	for _, k := range keys {
+		if len(c.tracked) >= c.top {
+			break
+		}
+		if v := vals[k]; v.mem+v.orph+v.drops > 0 && c.alive(pids[k]) {
+			c.tracked[k] = &tracked{base: c.exposed[k], lastSeen: now}
+		}
+	}
+	var other ownerVals
+	for k, v := range vals {
+		if tr, ok := c.tracked[k]; ok {
+			other = other.plus(tr.base)
+			c.emitOwner(ch, []string{k.comm, k.cgroup, k.container}, v.minus(tr.base))
+			continue
+		}
+		other = other.plus(v)
+		c.exposed[k] = v
+	}
+	c.emitOwner(ch, []string{"other", "", ""}, other)
+}
+
+func (c *Collector) emitOwner(ch chan<- prometheus.Metric, labels []string, v ownerVals) {
+	ch <- prometheus.MustNewConstMetric(dOwnerAborts, prometheus.CounterValue, v.mem, append(labels, tracer.CauseMemory)...)
+	ch <- prometheus.MustNewConstMetric(dOwnerAborts, prometheus.CounterValue, v.orph, append(labels, tracer.CauseOrphans)...)
+	ch <- prometheus.MustNewConstMetric(dOwnerDrops, prometheus.CounterValue, v.drops, labels...)
+	ch <- prometheus.MustNewConstMetric(dOwnerBytes, prometheus.CounterValue, v.bytes, labels...)
+}
+
+func dropBytes(c tracer.Counts) uint64 {
+	var n uint64
+	for _, v := range c.DropBytes {
+		n += v
+	}
+	return n
+}
+
+// Serve exposes the collector (and the process's own metrics) on addr's
+// /metrics; an address without a host listens on 127.0.0.1 only.
+func Serve(addr string, c *Collector) (*http.Server, net.Addr, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return nil, nil, err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return srv, ln.Addr(), nil
+}

@@ -1,0 +1,199 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+)
+
+func owner(pid uint32, comm string, mem, drops uint64) tracer.OwnerCounts {
+	o := tracer.OwnerCounts{Owner: tracer.Owner{PID: pid, Comm: comm, CgroupPath: "/" + comm}, Counts: tracer.NewCounts()}
+	o.MemAborts, o.Drops["PROTO_MEM"] = mem, drops
+	return o
+}
+
+func snapshot(owners ...tracer.OwnerCounts) *tracer.Snapshot {
+	tot := tracer.NewTotals()
+	for _, o := range owners {
+		tot.Counts.Add(o.Counts)
+	}
+	tot.PressureEpisodes, tot.LostSamples = 1, 3
+	tot.DropsByCause["global_hard_limit"] = 5
+	return &tracer.Snapshot{Time: time.Unix(100, 0), Totals: tot, Owners: owners,
+		Global: tracer.Global{MemPages: 3100, Pressure: true, TCPMem: [3]int64{1000, 2000, 3000}, Orphans: 7, MaxOrphans: 100, TimeWait: 2}}
+}
+
+// series gathers name{labels} -> value.
+func series(t *testing.T, c *Collector) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range fams {
+		for _, m := range f.Metric {
+			var l []string
+			for _, p := range m.Label {
+				l = append(l, p.GetName()+"="+p.GetValue())
+			}
+			v := m.GetCounter().GetValue()
+			if f.GetType() == dto.MetricType_GAUGE {
+				v = m.GetGauge().GetValue()
+			}
+			out[f.GetName()+"{"+strings.Join(l, ",")+"}"] = v
+		}
+	}
+	return out
+}
+
+func TestExposition(t *testing.T) {
+	c := New(4096, 10, time.Minute)
+	c.alive = func([]uint32) bool { return true }
+	c.now = func() time.Time { return time.Unix(130, 0) }
+	c.Add(tracer.Record{Event: &tracer.Event{Kind: tracer.KindPressureEnter, Time: time.Unix(100, 0)}})
+	c.Add(tracer.Record{Snapshot: snapshot(owner(7, "reader", 0, 900), owner(8, "writer", 300, 0))})
+	s := series(t, c)
+	for name, want := range map[string]float64{
+		"tcpmemtrace_aborts_total{cause=memory}":                                             300,
+		"tcpmemtrace_drops_total{protocol=tcp,reason=PROTO_MEM}":                             900,
+		"tcpmemtrace_drops_total{protocol=other,reason=PROTO_MEM}":                           0,
+		"tcpmemtrace_drops_by_cause_total{cause=global_hard_limit}":                          5,
+		"tcpmemtrace_pressure_episodes_total{}":                                              1,
+		"tcpmemtrace_lost_samples_total{}":                                                   3,
+		"tcpmemtrace_tcp_memory_allocated_bytes{}":                                           3100 * 4096,
+		"tcpmemtrace_tcp_mem_bytes{watermark=high}":                                          3000 * 4096,
+		"tcpmemtrace_tcp_memory_pressure{}":                                                  1,
+		"tcpmemtrace_tcp_memory_pressure_episode_age_seconds{}":                              30,
+		"tcpmemtrace_tcp_orphans{}":                                                          7,
+		"tcpmemtrace_tcp_max_orphans{}":                                                      100,
+		"tcpmemtrace_owner_drops_total{cgroup=/reader,comm=reader,container=}":               900,
+		"tcpmemtrace_owner_aborts_total{cause=memory,cgroup=/writer,comm=writer,container=}": 300,
+		"tcpmemtrace_owner_drops_total{cgroup=,comm=other,container=}":                       0,
+	} {
+		if got, ok := s[name]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", name, got, ok, want)
+		}
+	}
+	// The registry checks names and help; promlint the conventions.
+	problems, err := testutil.CollectAndLint(c)
+	if err != nil || len(problems) != 0 {
+		t.Errorf("lint: %v %+v", err, problems)
+	}
+}
+
+// Outside the host's network namespace the limits are unreadable: no
+// series, so that ratios to them are absent rather than infinite. A
+// tcp_max_orphans of 0 is a real setting, though.
+func TestUnknownLimitsAreAbsent(t *testing.T) {
+	c := New(4096, 10, time.Minute)
+	snap := snapshot()
+	snap.Global.TCPMem, snap.Global.MaxOrphans = [3]int64{}, -1
+	c.Add(tracer.Record{Snapshot: snap})
+	s := series(t, c)
+	for name := range s {
+		if strings.HasPrefix(name, "tcpmemtrace_tcp_mem_bytes") || strings.HasPrefix(name, "tcpmemtrace_tcp_max_orphans") {
+			t.Errorf("%s exported for an unknown limit", name)
+		}
+	}
+	snap.Global.MaxOrphans = 0
+	c.Add(tracer.Record{Snapshot: snap})
+	if v, ok := series(t, c)["tcpmemtrace_tcp_max_orphans{}"]; !ok || v != 0 {
+		t.Errorf("tcp_max_orphans 0: %v %v", v, ok)
+	}
+}
+
+// An episode already on when the trace starts has no enter event: its age
+// counts from the first snapshot that shows it, and ends with it.
+func TestEpisodeBegunBeforeTheTrace(t *testing.T) {
+	c := New(4096, 10, time.Minute)
+	c.now = func() time.Time { return time.Unix(145, 0) }
+	snap := snapshot() // in pressure at t=100
+	c.Add(tracer.Record{Snapshot: snap})
+	if age := series(t, c)["tcpmemtrace_tcp_memory_pressure_episode_age_seconds{}"]; age != 45 {
+		t.Errorf("age %v, want 45", age)
+	}
+	later := *snap
+	later.Time, later.Global.Pressure = time.Unix(140, 0), false
+	c.Add(tracer.Record{Snapshot: &later})
+	if age := series(t, c)["tcpmemtrace_tcp_memory_pressure_episode_age_seconds{}"]; age != 0 {
+		t.Errorf("age %v after the episode, want 0", age)
+	}
+}
+
+// With one place, a second owner goes to "other"; when the first one's
+// processes are gone it expires, the second is promoted, and no counter of
+// any series ever goes down.
+func TestOwnersBoundedAndMonotonic(t *testing.T) {
+	now := time.Unix(0, 0)
+	dead := map[uint32]bool{}
+	c := New(4096, 1, time.Minute)
+	c.alive = func(p []uint32) bool { return !dead[p[0]] }
+	c.now = func() time.Time { return now }
+	prev := map[string]float64{}
+	step := func(owners ...tracer.OwnerCounts) map[string]float64 {
+		c.Add(tracer.Record{Snapshot: snapshot(owners...)})
+		s := series(t, c)
+		for k, v := range prev {
+			if cur, ok := s[k]; ok && cur < v && strings.Contains(k, "_total") {
+				t.Errorf("%s went down: %v -> %v", k, v, cur)
+			}
+		}
+		prev = s
+		return s
+	}
+	a, b := "tcpmemtrace_owner_drops_total{cgroup=/a,comm=a,container=}", "tcpmemtrace_owner_drops_total{cgroup=/b,comm=b,container=}"
+	other := "tcpmemtrace_owner_drops_total{cgroup=,comm=other,container=}"
+	s := step(owner(1, "a", 0, 10), owner(2, "b", 0, 5))
+	if s[a] != 10 || s[other] != 5 {
+		t.Errorf("first scrape: a=%v other=%v (a new owner's series has all of its counts)", s[a], s[other])
+	}
+	s = step(owner(1, "a", 0, 30), owner(2, "b", 0, 8))
+	if s[a] != 30 || s[other] != 8 {
+		t.Errorf("a=%v other=%v", s[a], s[other])
+	}
+	if _, ok := s[b]; ok {
+		t.Error("b has a series past the limit of 1")
+	}
+	dead[1] = true
+	now = now.Add(2 * time.Minute)
+	s = step(owner(1, "a", 0, 30), owner(2, "b", 0, 9))
+	if _, ok := s[a]; ok {
+		t.Error("a's series outlived its processes")
+	}
+	// b was promoted past what "other" had shown for it (8): its series
+	// has the 1 since; "other" now has a's 30 and b's 8.
+	if s[b] != 1 || s[other] != 38 {
+		t.Errorf("after a expired: b=%v other=%v", s[b], s[other])
+	}
+	if n := strings.Count(strings.Join(keys(s), " "), "owner_drops_total"); n != 2 {
+		t.Errorf("%d owner_drops series, want 2 (one owner + other)", n)
+	}
+}
+
+func keys(m map[string]float64) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func TestServeDefaultsToLoopback(t *testing.T) {
+	srv, addr, err := Serve(":0", New(4096, 1, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if !strings.HasPrefix(addr.String(), "127.0.0.1:") {
+		t.Errorf("listening on %s", addr)
+	}
+}
