@@ -15,7 +15,7 @@ export BPF2GO_CC := $(CLANG)
 export BPF2GO_STRIP := $(STRIP)
 export BPF2GO_CFLAGS
 
-.PHONY: help generate check-generate build test test-unit test-kernels format lint
+.PHONY: help generate check-generate build test test-unit test-kernels format lint bench bench-deps
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -55,3 +55,11 @@ lint: ## go vet, gofmt and clang-format checks
 
 test-kernels: ## the privileged tracer tests inside Debian's 6.1 and 6.12 kernels under qemu (root)
 	test/kernels/run.sh
+
+bench-deps: ## install what make bench compares against (bpftrace, iperf3; Debian/Ubuntu, root)
+	@command -v bpftrace >/dev/null && command -v iperf3 >/dev/null || { \
+		command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || { echo "make bench needs bpftrace and iperf3: install them (Debian: sudo apt-get install bpftrace iperf3)"; exit 1; }; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bpftrace iperf3; }
+
+bench: build bench-deps ## measure tcpmemtrace against bpftrace (root, ~5 min); writes BENCHMARKS.md and bench/results.json
+	go run ./bench -tcpmemtrace ./tcpmemtrace -out BENCHMARKS.md -results bench/results.json

@@ -54,6 +54,12 @@ const volatile __u32 reason_socket_backlog = 0;
  * when the verifier says so. Constant after load: the other branch is dead. */
 const volatile __u8 scalar_ptr_probe_read = 0;
 
+/* Record budget: drop and refusal records a CPU may send per window;
+ * beyond it they are counted (unsampled) but not sent. 0 = no limit.
+ * Aborts and pressure changes are always sent. */
+const volatile __u32 records_per_window = 0;
+#define RECORD_WINDOW_NS 100000000ULL
+
 /* Last value of tcp_memory_pressure seen: the jiffies at which the current
  * episode began, or 0. Updated by CAS so one CPU reports each transition. */
 volatile __u64 pressure_cur = PRESSURE_UNKNOWN;
@@ -110,6 +116,32 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } pid_filter SEC(".maps");
+
+struct record_window {
+	__u64 start;
+	__u32 used;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct record_window);
+} record_window SEC(".maps");
+
+/* Per-CPU cache of the last socket stamped and its owner: the hot
+ * send/recv hooks skip the owners lookup while they see the same pair. */
+struct last_stamp {
+	__u64 sk;
+	__u32 tgid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct last_stamp);
+} last_stamp SEC(".maps");
 
 static const struct owner_stats zero_stats;
 
@@ -257,10 +289,56 @@ static __always_inline struct counters *counted(const struct sock *sk, __u32 net
 	return c;
 }
 
+/* Drop and refusal records can come in storms: they are the ones the
+ * record budget and the batched wakeup apply to. */
+static __always_inline bool storm_kind(__u8 kind)
+{
+	return kind == EV_DROP || kind == EV_REFUSAL;
+}
+
+/* Within this CPU's record budget? Races between a task and a softirq on
+ * one CPU can only make the budget a little loose; counts are not
+ * affected. */
+static __always_inline bool within_budget(struct counters *c)
+{
+	struct record_window *w;
+	__u32 zero = 0;
+	__u64 now;
+
+	if (!records_per_window)
+		return true;
+	w = bpf_map_lookup_elem(&record_window, &zero);
+	if (!w)
+		return true;
+	now = bpf_ktime_get_ns();
+	if (now - w->start >= RECORD_WINDOW_NS) {
+		w->start = now;
+		w->used = 0;
+	}
+	if (w->used >= records_per_window) {
+		add(&c->unsampled, 1);
+		return false;
+	}
+	w->used++;
+	return true;
+}
+
+/* Drop and refusal records do not wake the reader, which drains the ring
+ * every 100 ms: one wakeup per batch instead of one per record under a
+ * storm. Aborts and pressure changes wake it at once (forced: records
+ * still unread before them would make the adaptive wakeup skip it). */
+static __always_inline void submit(struct event *e)
+{
+	bpf_ringbuf_submit(e, storm_kind(e->kind) ? BPF_RB_NO_WAKEUP : BPF_RB_FORCE_WAKEUP);
+}
+
 static __always_inline struct event *reserve(struct counters *c, __u8 kind)
 {
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct event *e;
 
+	if (storm_kind(kind) && !within_budget(c))
+		return NULL;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		add(&c->lost_samples, 1);
 		return NULL;
@@ -350,7 +428,7 @@ static __always_inline void emit_pressure(const struct proto *prot, __u8 kind, _
 		return;
 	fill_mem(e, prot);
 	e->pressure_id = id;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 }
 
 /*
@@ -435,7 +513,7 @@ static __always_inline void handle_abort(const struct sock *sk, __u32 reason)
 	fill_mem(e, prot);
 	e->detail = oom ? CAUSE_MEMORY : CAUSE_ORPHANS;
 	e->reason = reason;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 }
 
 /* The socket's memory cgroup refuses memory: v1 tcp accounting at its
@@ -562,14 +640,16 @@ static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, _
 		e->protocol = sk ? sk->sk_protocol : (tcp ? IPPROTO_TCP : 0);
 		e->family = sk ? sk->__sk_common.skc_family : 0;
 	}
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
 /* Runs on every freed skb of the host: leave before any map lookup unless
- * the reason is one we count. rx_sk is a trusted hook argument or NULL. */
+ * the reason is one we count. With has_rx_sk (6.11+) the socket is rx_sk,
+ * a trusted argument, or none: every memory drop with a socket passes it,
+ * and one instance of count_drop halves the verifier's work at load. */
 static __always_inline int handle_drop(const struct sk_buff *skb, __u32 reason,
-				       const struct sock *rx_sk)
+				       const struct sock *rx_sk, bool has_rx_sk)
 {
 	__u8 slot;
 
@@ -581,7 +661,7 @@ static __always_inline int handle_drop(const struct sk_buff *skb, __u32 reason,
 	slot = drop_slot[reason] & (DROP_SLOTS - 1);
 	if (!slot)
 		return 0;
-	if (rx_sk)
+	if (has_rx_sk)
 		return count_drop(skb, reason, slot, rx_sk, true, true);
 	return count_drop(skb, reason, slot, skb->sk, false, true);
 }
@@ -628,14 +708,14 @@ SEC("tp_btf/kfree_skb")
 int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
 	     struct sock *rx_sk)
 {
-	return handle_drop(skb, reason, rx_sk);
+	return handle_drop(skb, reason, rx_sk, true);
 }
 
 /* 5.17-6.10: no rx_sk; skb->sk or the IP header tell the socket/protocol. */
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(tp_kfree_skb_norxsk, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	return handle_drop(skb, reason, NULL);
+	return handle_drop(skb, reason, NULL, false);
 }
 
 /*
@@ -721,7 +801,7 @@ int BPF_PROG(tp_sock_exceed_buf_limit, struct sock *sk, struct proto *prot, long
 	fill_mem(e, prot);
 	e->allocated = allocated;
 	e->detail = kind ? 1 : 0;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -739,12 +819,32 @@ static __always_inline void count_send_stall(const struct sock *sk)
 		COUNT(c, oc, send_stalls, 1);
 }
 
+/* stamp_owner behind the per-CPU cache. The cache may keep a socket that
+ * was since freed; a new socket at that address is stamped by connect,
+ * listen or accept, which bypass the cache, so at worst an owner change by
+ * the same task on the same CPU goes unseen. */
+static __always_inline void stamp_owner_cached(const struct sock *sk)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct last_stamp *ls;
+	__u32 zero = 0;
+
+	ls = bpf_map_lookup_elem(&last_stamp, &zero);
+	if (ls && ls->sk == (__u64)sk && ls->tgid == tgid)
+		return;
+	stamp_owner(sk);
+	if (ls) {
+		ls->sk = (__u64)sk;
+		ls->tgid = tgid;
+	}
+}
+
 static __always_inline int on_sock_io(const struct sock *sk, int ret, bool send)
 {
 	if (!sk || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	sample_pressure(sk);
-	stamp_owner(sk);
+	stamp_owner_cached(sk);
 	if (send && ret == -11 /* EAGAIN */ && pressure_now())
 		count_send_stall(sk);
 	return 0;
@@ -790,8 +890,13 @@ SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(tp_tcp_destroy_sock, struct sock *sk)
 {
 	__u64 key = (__u64)sk;
+	struct last_stamp *ls;
+	__u32 zero = 0;
 
 	bpf_map_delete_elem(&owners, &key);
+	ls = bpf_map_lookup_elem(&last_stamp, &zero);
+	if (ls && ls->sk == key)
+		ls->sk = 0;
 	return 0;
 }
 

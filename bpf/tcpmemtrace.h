@@ -63,6 +63,7 @@ struct counters {
 	__u64 pressure_enters;
 	__u64 pressure_leaves;
 	__u64 lost_samples;
+	__u64 unsampled; /* drop/refusal records over the record budget */
 };
 
 /* Who owns a socket, stamped from process context. */

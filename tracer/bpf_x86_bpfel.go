@@ -19,6 +19,7 @@ type bpfCounters struct {
 	PressureEnters uint64
 	PressureLeaves uint64
 	LostSamples    uint64
+	Unsampled      uint64
 }
 
 type bpfCounts struct {
@@ -80,6 +81,13 @@ type bpfLastRefusal struct {
 	Allocated int64
 }
 
+type bpfLastStamp struct {
+	_    structs.HostLayout
+	Sk   uint64
+	Tgid uint32
+	_    [4]byte
+}
+
 type bpfOwner struct {
 	_           structs.HostLayout
 	CgroupId    uint64
@@ -103,15 +111,24 @@ type bpfOwnerStats struct {
 	C    bpfCounts
 }
 
+type bpfRecordWindow struct {
+	_     structs.HostLayout
+	Start uint64
+	Used  uint32
+	_     [4]byte
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	bpfMapEvents                       = "events"
 	bpfMapLastRefusal                  = "last_refusal"
+	bpfMapLastStamp                    = "last_stamp"
 	bpfMapOwnerTotals                  = "owner_totals"
 	bpfMapOwners                       = "owners"
 	bpfMapPidFilter                    = "pid_filter"
+	bpfMapRecordWindow                 = "record_window"
 	bpfMapTotals                       = "totals"
 	bpfProgFexitTcpAddBacklog          = "fexit_tcp_add_backlog"
 	bpfProgFexitTcpCheckOom            = "fexit_tcp_check_oom"
@@ -138,6 +155,7 @@ const (
 	bpfVarPressureCur                  = "pressure_cur"
 	bpfVarReasonProtoMem               = "reason_proto_mem"
 	bpfVarReasonSocketBacklog          = "reason_socket_backlog"
+	bpfVarRecordsPerWindow             = "records_per_window"
 	bpfVarRstAbortOnMemory             = "rst_abort_on_memory"
 	bpfVarScalarPtrProbeRead           = "scalar_ptr_probe_read"
 	bpfVarSockMinSndbuf                = "sock_min_sndbuf"
@@ -210,12 +228,14 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	LastRefusal *ebpf.MapSpec `ebpf:"last_refusal"`
-	OwnerTotals *ebpf.MapSpec `ebpf:"owner_totals"`
-	Owners      *ebpf.MapSpec `ebpf:"owners"`
-	PidFilter   *ebpf.MapSpec `ebpf:"pid_filter"`
-	Totals      *ebpf.MapSpec `ebpf:"totals"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	LastRefusal  *ebpf.MapSpec `ebpf:"last_refusal"`
+	LastStamp    *ebpf.MapSpec `ebpf:"last_stamp"`
+	OwnerTotals  *ebpf.MapSpec `ebpf:"owner_totals"`
+	Owners       *ebpf.MapSpec `ebpf:"owners"`
+	PidFilter    *ebpf.MapSpec `ebpf:"pid_filter"`
+	RecordWindow *ebpf.MapSpec `ebpf:"record_window"`
+	Totals       *ebpf.MapSpec `ebpf:"totals"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -231,6 +251,7 @@ type bpfVariableSpecs struct {
 	PressureCur         *ebpf.VariableSpec `ebpf:"pressure_cur"`
 	ReasonProtoMem      *ebpf.VariableSpec `ebpf:"reason_proto_mem"`
 	ReasonSocketBacklog *ebpf.VariableSpec `ebpf:"reason_socket_backlog"`
+	RecordsPerWindow    *ebpf.VariableSpec `ebpf:"records_per_window"`
 	RstAbortOnMemory    *ebpf.VariableSpec `ebpf:"rst_abort_on_memory"`
 	ScalarPtrProbeRead  *ebpf.VariableSpec `ebpf:"scalar_ptr_probe_read"`
 	SockMinSndbuf       *ebpf.VariableSpec `ebpf:"sock_min_sndbuf"`
@@ -259,21 +280,25 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Events      *ebpf.Map `ebpf:"events"`
-	LastRefusal *ebpf.Map `ebpf:"last_refusal"`
-	OwnerTotals *ebpf.Map `ebpf:"owner_totals"`
-	Owners      *ebpf.Map `ebpf:"owners"`
-	PidFilter   *ebpf.Map `ebpf:"pid_filter"`
-	Totals      *ebpf.Map `ebpf:"totals"`
+	Events       *ebpf.Map `ebpf:"events"`
+	LastRefusal  *ebpf.Map `ebpf:"last_refusal"`
+	LastStamp    *ebpf.Map `ebpf:"last_stamp"`
+	OwnerTotals  *ebpf.Map `ebpf:"owner_totals"`
+	Owners       *ebpf.Map `ebpf:"owners"`
+	PidFilter    *ebpf.Map `ebpf:"pid_filter"`
+	RecordWindow *ebpf.Map `ebpf:"record_window"`
+	Totals       *ebpf.Map `ebpf:"totals"`
 }
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
 		m.Events,
 		m.LastRefusal,
+		m.LastStamp,
 		m.OwnerTotals,
 		m.Owners,
 		m.PidFilter,
+		m.RecordWindow,
 		m.Totals,
 	)
 }
@@ -291,6 +316,7 @@ type bpfVariables struct {
 	PressureCur         *ebpf.Variable `ebpf:"pressure_cur"`
 	ReasonProtoMem      *ebpf.Variable `ebpf:"reason_proto_mem"`
 	ReasonSocketBacklog *ebpf.Variable `ebpf:"reason_socket_backlog"`
+	RecordsPerWindow    *ebpf.Variable `ebpf:"records_per_window"`
 	RstAbortOnMemory    *ebpf.Variable `ebpf:"rst_abort_on_memory"`
 	ScalarPtrProbeRead  *ebpf.Variable `ebpf:"scalar_ptr_probe_read"`
 	SockMinSndbuf       *ebpf.Variable `ebpf:"sock_min_sndbuf"`

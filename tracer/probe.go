@@ -54,6 +54,9 @@ type Rejected struct {
 // Available reports whether the event is observed at all.
 func (h Hook) Available() bool { return h.Using != "" }
 
+// abortFunc is where the kernel decides a memory abort (fexit variant).
+const abortFunc = "tcp_check_oom"
+
 // tracingProbe tries to load and attach a do-nothing fentry/fexit program on
 // fn; nil means the real one will attach too.
 type tracingProbe func(fn string, at ebpf.AttachType) error
@@ -72,8 +75,17 @@ func probeTracing(fn string, at ebpf.AttachType) error {
 	if err, ok := probeCache[key]; ok {
 		return err
 	}
+	// EPERM (lockdown, an LSM) refuses every program of the attach type,
+	// and each refused load costs ~20 ms: ask once.
+	refused := fmt.Sprint("refused ", at)
+	if err, ok := probeCache[refused]; ok {
+		return err
+	}
 	err := tryTracing(fn, at)
 	probeCache[key] = err
+	if errors.Is(err, unix.EPERM) {
+		probeCache[refused] = err
+	}
 	return err
 }
 
@@ -136,7 +148,7 @@ func selectHooks(k *kernelFacts, policy HookPolicy, probe tracingProbe) []Hook {
 
 	// Memory aborts: tcp_check_oom() returned true.
 	h := Hook{Event: EventAborts}
-	if label, err := fexit("tcp_check_oom"); err == nil {
+	if label, err := fexit(abortFunc); err == nil {
 		h.Using, h.programs = label, []string{bpfProgFexitTcpCheckOom}
 	} else {
 		h.Rejected = append(h.Rejected, Rejected{label, err.Error()})

@@ -40,6 +40,9 @@ type Totals struct {
 	PressureEpisodes uint64 `json:"pressure_episodes"`
 	// LostSamples are events that found the ringbuf full.
 	LostSamples uint64 `json:"lost_samples"`
+	// Unsampled are drop and refusal events over Config.RecordRate: counted,
+	// not sent as records.
+	Unsampled uint64 `json:"unsampled"`
 	// MissedRuns are hook runs the kernel skipped because a program of
 	// ours was already running on that CPU (BPF recursion guard, 5.12+).
 	MissedRuns uint64 `json:"missed_runs"`
@@ -127,6 +130,7 @@ func sumCounters(percpu []bpfCounters) Totals {
 		t.addRaw(&c.All)
 		t.PressureEpisodes += c.PressureEnters
 		t.LostSamples += c.LostSamples
+		t.Unsampled += c.Unsampled
 	}
 	return t
 }

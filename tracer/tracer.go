@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +49,11 @@ type Config struct {
 	SampleInterval time.Duration
 	// SnapshotInterval paces the Snapshot records in the stream. Default 1s.
 	SnapshotInterval time.Duration
+	// RecordRate caps the drop and refusal records sent per second, shared
+	// evenly by the CPUs (100 ms windows); events over it are counted in
+	// Totals.Unsampled. Counts stay exact; aborts and pressure changes are
+	// always sent. 0 sends every record.
+	RecordRate int
 }
 
 func (c *Config) setDefaults() error {
@@ -62,6 +69,9 @@ func (c *Config) setDefaults() error {
 	var errs []error
 	if n := c.RingBufSize; n < os.Getpagesize() || n&(n-1) != 0 {
 		errs = append(errs, fmt.Errorf("ring buffer size %d: must be a power of two of at least %d", n, os.Getpagesize()))
+	}
+	if c.RecordRate < 0 {
+		errs = append(errs, fmt.Errorf("record rate %d: must be 0 (no limit) or positive", c.RecordRate))
 	}
 	if c.SampleInterval < 0 || c.SnapshotInterval < 0 {
 		errs = append(errs, errors.New("intervals must be positive"))
@@ -102,6 +112,9 @@ type Info struct {
 	TCPWmem    [3]int64  `json:"tcp_wmem"` // bytes
 	MaxOrphans int64     `json:"tcp_max_orphans"`
 	NetNS      uint32    `json:"netns,omitempty"`
+	// RecordRate is Config.RecordRate: drop and refusal records per second
+	// at most (0: all).
+	RecordRate int `json:"record_rate,omitempty"`
 	// Filters in force, as given.
 	PIDs   []uint32 `json:"pids,omitempty"`
 	Comm   string   `json:"comm,omitempty"`
@@ -188,6 +201,13 @@ func New(cfg Config) (_ *Tracer, err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising the memlock limit: %w", err)
 	}
+	// The first fexit probe parses the kernel's BTF again (~40 ms here):
+	// run it beside ours. Its answer is cached for selectHooks.
+	if cfg.Hooks != HooksTracepoints {
+		probed := make(chan struct{})
+		go func() { _ = probeTracing(abortFunc, ebpf.AttachTraceFExit); close(probed) }()
+		defer func() { <-probed }()
+	}
 	k, err := loadKernelFacts()
 	if err != nil {
 		return nil, err
@@ -199,7 +219,7 @@ func New(cfg Config) (_ *Tracer, err error) {
 		}
 	}()
 	t.info = machineInfo()
-	t.info.NetNS, t.info.PIDs, t.info.Comm = cfg.NetNS, cfg.PIDs, cfg.Comm
+	t.info.NetNS, t.info.PIDs, t.info.Comm, t.info.RecordRate = cfg.NetNS, cfg.PIDs, cfg.Comm, cfg.RecordRate
 	var ownerFilters uint8
 	var comm [2]uint64
 	var cg CgroupFilter
@@ -242,6 +262,7 @@ func New(cfg Config) (_ *Tracer, err error) {
 		bpfVarTcpSlotsElsewhere:   hooksSlotsElsewhere(t.info.Hooks),
 		bpfVarReasonProtoMem:      found["PROTO_MEM"],
 		bpfVarReasonSocketBacklog: found["SOCKET_BACKLOG"],
+		bpfVarRecordsPerWindow:    recordsPerWindow(cfg.RecordRate, onlineCPUs()),
 	}
 	for name, v := range vars {
 		if err := spec.Variables[name].Set(v); err != nil {
@@ -319,6 +340,45 @@ func New(cfg Config) (_ *Tracer, err error) {
 	t.startSampler()
 	t.info.Start = time.Now()
 	return t, nil
+}
+
+// recordDrain bounds how late a drop or refusal record is read.
+const recordDrain = 100 * time.Millisecond
+
+// recordWindow is RECORD_WINDOW_NS: the budget's period on each CPU.
+const recordWindow = 100 * time.Millisecond
+
+// recordsPerWindow splits a rate over the CPUs' windows, rounding up so a
+// positive rate never becomes "no limit".
+func recordsPerWindow(rate, cpus int) uint32 {
+	if rate <= 0 {
+		return 0
+	}
+	perSec := int(time.Second / recordWindow)
+	return uint32(max(1, (rate+perSec*cpus-1)/(perSec*cpus)))
+}
+
+// onlineCPUs counts /sys/devices/system/cpu/online ("0-3,8"): the CPUs
+// events can happen on, whatever this process's affinity.
+func onlineCPUs() int {
+	b, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return max(1, runtime.NumCPU())
+	}
+	n := 0
+	for _, r := range strings.Split(strings.TrimSpace(string(b)), ",") {
+		lo, hi, isRange := strings.Cut(r, "-")
+		a, err1 := strconv.Atoi(lo)
+		z, err2 := strconv.Atoi(hi)
+		switch {
+		case err1 != nil:
+		case isRange && err2 == nil && z >= a:
+			n += z - a + 1
+		default:
+			n++
+		}
+	}
+	return max(1, n)
 }
 
 // snapshotOwners runs the task_file iterator once; its program writes the
@@ -528,7 +588,13 @@ func (t *Tracer) Run(ctx context.Context, fn func(Record) error) error {
 				}
 				continue
 			}
-			t.rd.SetDeadline(next)
+			// Drop and refusal records do not wake the reader (see
+			// submit() in the BPF): drain at least every recordDrain.
+			deadline := time.Now().Add(recordDrain)
+			if next.Before(deadline) {
+				deadline = next
+			}
+			t.rd.SetDeadline(deadline)
 		}
 		err := t.rd.ReadInto(&rec)
 		switch {

@@ -3,6 +3,7 @@ package tracer_test
 import (
 	"context"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -287,8 +288,8 @@ func TestTooManyOrphans(t *testing.T) {
 func checkEvents(t *testing.T, r traced) {
 	t.Helper()
 	tot := r.final.Totals
-	if tot.LostSamples != 0 {
-		t.Logf("%d samples lost: skipping the per-event checks", tot.LostSamples)
+	if tot.LostSamples != 0 || tot.Unsampled != 0 {
+		t.Logf("%d samples lost, %d unsampled: skipping the per-event checks", tot.LostSamples, tot.Unsampled)
 		return
 	}
 	var aborts, drops uint64
@@ -328,5 +329,81 @@ func checkHooks(t *testing.T, hooks []tracer.Hook) {
 		if fexit := strings.HasPrefix(h.Using, "fexit/"); (want == "fexit" && !fexit) || (want == "tracepoint" && fexit) {
 			t.Errorf("%s uses %q, want the %s variant", h.Event, h.Using, want)
 		}
+	}
+}
+
+// TestRecordBudget: under a storm of UDP receive-buffer drops and a small
+// RecordRate, counts stay equal to the kernel's, and every drop is either
+// a record, unsampled, or lost; the records stay within the budget.
+func TestRecordBudget(t *testing.T) {
+	privtest.Require(t)
+	ns, err := workload.NewNetns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	port, err := ns.Sink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snd, err := ns.Sender(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snd.Close()
+
+	const rate = 200
+	began := time.Now()
+	tr, err := tracer.New(tracer.Config{NetNS: uint32(ns.Inode), RecordRate: rate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		records uint64
+		final   tracer.Snapshot
+		done    = make(chan error)
+	)
+	go func() {
+		done <- tr.Run(ctx, func(r tracer.Record) error {
+			if r.Event != nil && r.Event.Kind == tracer.KindDrop {
+				records++
+			}
+			if r.Snapshot != nil && r.Snapshot.Final {
+				final = *r.Snapshot
+			}
+			return nil
+		})
+	}()
+	before, err := ns.MIB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snd.Run(20000, time.Second)
+	after, err := ns.MIB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	traced := time.Since(began)
+
+	tot := final.Totals
+	kernel := after.Get("Udp", "RcvbufErrors") - before.Get("Udp", "RcvbufErrors")
+	t.Logf("kernel %d drops; counted %d; records %d, unsampled %d, lost %d over %v",
+		kernel, tot.OtherDrops["SOCKET_RCVBUFF"], records, tot.Unsampled, tot.LostSamples, traced)
+	if got := tot.OtherDrops["SOCKET_RCVBUFF"]; got != kernel || kernel < 10000 {
+		t.Errorf("counted %d SOCKET_RCVBUFF drops, kernel's ΔRcvbufErrors %d (want >= 10000)", got, kernel)
+	}
+	if records+tot.Unsampled+tot.LostSamples != kernel {
+		t.Errorf("records %d + unsampled %d + lost %d != %d drops", records, tot.Unsampled, tot.LostSamples, kernel)
+	}
+	// Each CPU sends at most its share (rounded up) per 100 ms window.
+	perWindow := uint64(rate/10 + runtime.NumCPU())
+	if limit := perWindow * uint64(traced/(100*time.Millisecond)+2); records == 0 || records > limit {
+		t.Errorf("%d records, want 1..%d for %d/s over %v", records, limit, rate, traced)
 	}
 }

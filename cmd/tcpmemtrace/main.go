@@ -39,6 +39,7 @@ type options struct {
 	by         string
 	hooks      string
 	ringbufKiB int
+	recordRate int
 	version    bool
 	write      string
 	writeMiB   int
@@ -100,6 +101,7 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 	fs.StringVar(&o.by, "by", render.ByPID, "group the summary by "+strings.Join(render.Groupings, ", "))
 	fs.StringVar(&o.hooks, "hooks", "auto", "auto: fentry/fexit where allowed, else tracepoints; tracepoints: never fentry/fexit")
 	fs.IntVar(&o.ringbufKiB, "ringbuf-kib", 4096, "event ring buffer size in KiB (a power of two)")
+	fs.IntVar(&o.recordRate, "record-rate", 1000, "drop and refusal events shown or recorded per second at most, the rest only counted (0: all)")
 	fs.StringVarP(&o.write, "write", "w", "", "also record the trace to this file (mode 0600; docs/recording.md)")
 	fs.IntVar(&o.writeMiB, "write-max-mib", 256, "rotate the recording past this size (MiB; 0: never)")
 	fs.IntVar(&o.writeFiles, "write-max-files", 5, "rotated recordings to keep (FILE.1 ... FILE.N)")
@@ -133,8 +135,8 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 			err = fmt.Errorf("--metrics-addr: %v", serr)
 		}
 	}
-	if err == nil && (o.writeMiB < 0 || o.writeFiles < 0 || o.metricsTop < 0) {
-		err = errors.New("--write-max-mib, --write-max-files and --metrics-top-owners cannot be negative")
+	if err == nil && (o.writeMiB < 0 || o.writeFiles < 0 || o.metricsTop < 0 || o.recordRate < 0) {
+		err = errors.New("--write-max-mib, --write-max-files, --metrics-top-owners and --record-rate cannot be negative")
 	}
 	if err == nil && o.quiet && o.write == "" && o.metrics == "" {
 		err = errors.New("--quiet needs --write or --metrics-addr: it would output nothing")
@@ -189,7 +191,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		render.WriteHooks(stdout, hooks)
 		return nil
 	}
-	cfg := tracer.Config{Hooks: policy, RingBufSize: o.ringbufKiB << 10}
+	cfg := tracer.Config{Hooks: policy, RingBufSize: o.ringbufKiB << 10, RecordRate: o.recordRate}
 	if err := resolveFilters(o, &cfg); err != nil {
 		return usageError{err}
 	}

@@ -34,6 +34,7 @@ var (
 	dStalls      = desc("send_stalls_total", "Writes told EAGAIN while TCP was under memory pressure.")
 	dEpisodes    = desc("pressure_episodes_total", "TCP memory pressure episodes that began while tracing.")
 	dLost        = desc("lost_samples_total", "Events not delivered because the ring buffer was full (counts stay exact).")
+	dUnsampled   = desc("unsampled_events_total", "Drop and refusal events over the record rate: counted, not delivered as records.")
 	dAllocated   = desc("tcp_memory_allocated_bytes", "TCP memory in use (the tcp_mem pool), in bytes.")
 	dLimit       = desc("tcp_mem_bytes", "net.ipv4.tcp_mem watermarks, in bytes.", "watermark")
 	dPressure    = desc("tcp_memory_pressure", "1 while TCP is under memory pressure.")
@@ -161,6 +162,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dStalls, float64(t.SendStalls))
 	counter(dEpisodes, float64(t.PressureEpisodes))
 	counter(dLost, float64(t.LostSamples))
+	counter(dUnsampled, float64(t.Unsampled))
 
 	gauge(dAllocated, float64(g.MemPages)*c.pageSize)
 	// The limits are unreadable outside the host's network namespace: no

@@ -58,6 +58,9 @@ func (t *Text) Start(info tracer.Info) error {
 		fmt.Fprintf(w, "only %s (pressure is global)\n", f)
 	}
 	WriteHooks(w, info.Hooks)
+	if info.RecordRate > 0 {
+		fmt.Fprintf(w, "at most %d drop and refusal lines per second (--record-rate); the counts include every event\n", info.RecordRate)
+	}
 	for _, n := range info.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
@@ -183,6 +186,9 @@ func (t *Text) Summary(info tracer.Info, s aggregate.Summary) error {
 	fmt.Fprintf(w, "  %-36s %10d  pages, %s, %.0f%% of tcp_mem high (%d pages then)\n", "peak TCP memory", s.PeakMemPages,
 		units.IEC(s.PeakMemPages*t.pageSize), pct(s.PeakMemPages, hi), hi)
 	row("lost samples (ringbuf full)", tot.LostSamples, "counts above are exact regardless")
+	if tot.Unsampled > 0 {
+		row("events not shown (--record-rate)", tot.Unsampled, "counted above, not listed")
+	}
 	if tot.MissedRuns > 0 {
 		row("hook runs skipped by the kernel", tot.MissedRuns, "BPF recursion guard: these events are not counted")
 	}
@@ -243,8 +249,8 @@ func (t *Text) groups(s aggregate.Summary) {
 	switch t.by {
 	case BySocket:
 		note := "from events"
-		if s.Totals.LostSamples > 0 {
-			note = fmt.Sprintf("from events: incomplete, %d lost", s.Totals.LostSamples)
+		if n := s.Totals.LostSamples + s.Totals.Unsampled; n > 0 {
+			note = fmt.Sprintf("from events: incomplete, %d not recorded", n)
 		}
 		fmt.Fprintf(w, "\nTOP SOCKETS (%s)\n  %-21s %-21s %-11s %-7s %-15s %s", note, "LADDR:LPORT", "RADDR:RPORT", "STATE", "PID", "COMM", head)
 		for i, so := range s.Sockets {

@@ -256,7 +256,7 @@ func (p *peer) finish() error {
 
 // coordinate runs in the new namespace.
 func coordinate(s Scenario) error {
-	if err := loopbackUp(); err != nil {
+	if err := LoopbackUp(); err != nil {
 		return err
 	}
 	reader, err := startPeer("reader", s)
@@ -411,7 +411,8 @@ func seeds(s Scenario) int {
 	return 0
 }
 
-func loopbackUp() error {
+// LoopbackUp brings up lo in the caller's (thread's) network namespace.
+func LoopbackUp() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
