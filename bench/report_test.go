@@ -17,7 +17,7 @@ func TestTargets(t *testing.T) {
 		},
 		Startup:    []Startup{{Tool: tm, MedianMs: 149}},
 		PeakRSS:    []RSS{{Tool: tm, Bytes: 41e6}},
-		Throughput: []Throughput{{Tool: tm, Ratio: 0.995}},
+		Throughput: []Throughput{{Tool: "none", Gbps: []float64{10, 10, 10, 10}}, {Tool: tm, Ratio: 0.995, Gbps: []float64{9.95, 9.95, 9.99, 10}}},
 	}
 	got := map[string]string{}
 	for _, row := range r.targets() {
