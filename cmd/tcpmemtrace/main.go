@@ -48,6 +48,9 @@ type options struct {
 	quiet      bool
 	metrics    string
 	metricsTop int
+	lines      bool
+	interval   time.Duration
+	realtime   bool
 }
 
 // usageError is bad input: exit code 2.
@@ -109,6 +112,9 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 	fs.BoolVarP(&o.quiet, "quiet", "q", false, "no terminal output (with --write or --metrics-addr)")
 	fs.StringVar(&o.metrics, "metrics-addr", "", "serve Prometheus metrics on [HOST]:PORT/metrics (no host: 127.0.0.1)")
 	fs.IntVar(&o.metricsTop, "metrics-top-owners", 10, "owners with their own metric series; the rest are \"other\"")
+	fs.BoolVar(&o.lines, "lines", false, "a line per event even on a terminal (the full-screen view is the default there)")
+	fs.DurationVar(&o.interval, "interval", time.Second, "the full-screen view's refresh interval")
+	fs.BoolVar(&o.realtime, "realtime", false, "with -r on a terminal: play the recording at its recorded pace (default: as fast as it reads)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() > 0 {
@@ -119,6 +125,12 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 	}
 	if err == nil && !slices.Contains(render.Groupings, o.by) {
 		err = fmt.Errorf("--by: %q is not one of %s", o.by, strings.Join(render.Groupings, ", "))
+	}
+	if err == nil && o.interval < 100*time.Millisecond {
+		err = fmt.Errorf("--interval: %v is shorter than 100ms", o.interval)
+	}
+	if err == nil && o.realtime && o.read == "" {
+		err = errors.New("--realtime is for replaying a recording (-r)")
 	}
 	if err == nil && o.duration < 0 {
 		err = fmt.Errorf("--duration: %v is negative", o.duration)
@@ -274,6 +286,9 @@ func replay(ctx context.Context, o options, stdout, stderr io.Writer) error {
 // (nothing with --quiet). keep sees every record first (the recording, the
 // metrics); kw is the live kernel log watcher, if any.
 func present(ctx context.Context, src tracer.Source, o options, stdout io.Writer, keep []func(tracer.Record) error, kw *kmsg.Watcher) error {
+	if f, ok := stdout.(*os.File); ok && isTerminal(f) && !o.json && !o.lines && !o.quiet {
+		return view(ctx, src, o, f, keep, kw)
+	}
 	var sink render.Sink = render.NewText(stdout, o.by)
 	if o.json {
 		sink = render.NewJSON(stdout)

@@ -155,6 +155,9 @@ func (t *Text) Event(e *tracer.Event) error {
 // Summary writes the totals table and the kernel log comparison.
 func (t *Text) Summary(info tracer.Info, s aggregate.Summary) error {
 	w, tot := t.w, s.Totals
+	if info.PageSize > 0 {
+		t.pageSize = int64(info.PageSize)
+	}
 	fmt.Fprintf(w, "\nSUMMARY %s - %s (%.1fs)", s.Start.Format("15:04:05"), s.End.Format("15:04:05"), s.End.Sub(s.Start).Seconds())
 	if f := filters(info); f != "" {
 		fmt.Fprintf(w, ", only %s", f)

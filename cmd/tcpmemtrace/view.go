@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/render"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/tui"
+	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+)
+
+// holdersTracked is how many processes the view asks sock_diag about for
+// the QUEUED column.
+const holdersTracked = 200
+
+// view runs the full-screen live view over a source until the viewer quits
+// or ctx ends (SIGINT, SIGTERM, -d), then prints the usual summary.
+// bubbletea restores the terminal on every way out, panics in the view
+// included; a panic in the stream is turned into an error for the same.
+func view(ctx context.Context, src tracer.Source, o options, out *os.File, keep []func(tracer.Record) error, kw *kmsg.Watcher) error {
+	info := src.Info()
+	shared := tui.NewShared(tui.NewState(info))
+	agg := aggregate.New(info.Start) // the summary printed after the view
+	replay := o.read != ""
+	model := tui.NewModel(shared, o.interval, lipgloss.NewRenderer(out), replay)
+	p := tea.NewProgram(model, tea.WithAltScreen(), tea.WithOutput(out), tea.WithContext(ctx))
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+				p.Quit()
+			}
+			done <- err
+			p.Send(tui.Ended{Err: err})
+		}()
+		var first time.Time
+		began := time.Now()
+		err = src.Run(runCtx, func(r tracer.Record) error {
+			for _, k := range keep {
+				if err := k(r); err != nil {
+					return err
+				}
+			}
+			agg.Add(r)
+			if o.realtime && r.Snapshot != nil { // a replay at its recorded pace
+				if first.IsZero() {
+					first = r.Snapshot.Time
+				}
+				select {
+				case <-time.After(time.Until(began.Add(r.Snapshot.Time.Sub(first)))):
+				case <-runCtx.Done():
+				}
+			}
+			shared.Update(func(s *tui.State) { s.Add(r) })
+			return nil
+		})
+	}()
+	if !replay {
+		go pollQueued(runCtx, shared, o.interval)
+	}
+
+	_, perr := p.Run()
+	if errors.Is(perr, tea.ErrProgramKilled) && ctx.Err() != nil {
+		perr = nil // a signal or -d: the terminal is restored, go on to the summary
+	}
+	cancel()
+	err := <-done
+	if perr != nil {
+		return errors.Join(fmt.Errorf("the view: %w", perr), err)
+	}
+	if kw != nil {
+		agg.SetKernelLog(kw.Stop())
+	}
+	if err != nil {
+		return err
+	}
+	return render.NewText(out, o.by).Summary(info, agg.Summary())
+}
+
+// pollQueued refreshes the TCP memory each process holds in its socket
+// queues (sock_diag in every namespace: a few ms each time).
+func pollQueued(ctx context.Context, shared *tui.Shared, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if hs, err := sockdiag.Holders(holdersTracked); err == nil {
+			q := make(map[uint32]int64, len(hs))
+			for _, h := range hs {
+				q[uint32(h.PID)] = int64(h.RecvBytes + h.SendBytes)
+			}
+			shared.Update(func(s *tui.State) { s.Queued = q })
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

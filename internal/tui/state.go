@@ -1,0 +1,124 @@
+// Package tui is the live incident view: a full-screen frame, refreshed
+// every second, of TCP memory against its limits, the rates of aborts and
+// drops, and the owners losing data. State folds the record stream; Render
+// turns a Frame into text, a pure function the golden tests pin down; the
+// bubbletea program in program.go only wires keys and time to them.
+package tui
+
+import (
+	"time"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
+	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+)
+
+// HistoryLen is how many snapshots the sparklines keep (one a second).
+const HistoryLen = 300
+
+// State is what the view knows: the stream folded so far.
+type State struct {
+	Info   tracer.Info
+	agg    *aggregate.Aggregator
+	now    time.Time
+	global tracer.Global
+	prev   *tracer.Snapshot // the snapshot before the last, for rates
+	last   *tracer.Snapshot
+	mem    []int64   // allocated pages, one per snapshot
+	drops  []float64 // drops/s, one per snapshot
+	// Queued is TCP memory queued per process (receive + send queues,
+	// bytes), refreshed by the caller from sock_diag; nil when unknown.
+	Queued map[uint32]int64
+}
+
+// NewState starts an empty view of a trace.
+func NewState(info tracer.Info) *State {
+	return &State{Info: info, agg: aggregate.New(info.Start), now: info.Start}
+}
+
+// Add folds one record in. Records point into reused memory: what is kept
+// is copied.
+func (s *State) Add(r tracer.Record) {
+	s.agg.Add(r)
+	if e := r.Event; e != nil && e.Time.After(s.now) {
+		s.now = e.Time
+	}
+	sn := r.Snapshot
+	if sn == nil {
+		return
+	}
+	cp := *sn
+	s.prev, s.last = s.last, &cp
+	s.now, s.global = sn.Time, sn.Global
+	s.mem = appendCapped(s.mem, sn.Global.MemPages)
+	var rate float64
+	if s.prev != nil {
+		if dt := s.last.Time.Sub(s.prev.Time).Seconds(); dt > 0 {
+			rate = float64(s.last.Totals.DropCount()-s.prev.Totals.DropCount()) / dt
+		}
+	}
+	s.drops = appendCapped(s.drops, rate)
+}
+
+func appendCapped[T any](s []T, v T) []T {
+	s = append(s, v)
+	if len(s) > HistoryLen {
+		s = s[len(s)-HistoryLen:]
+	}
+	return s
+}
+
+// Rates are per second over the last snapshot interval.
+type Rates struct {
+	MemAborts, OrphanAborts float64
+	Drops                   map[string]float64 // by reason, TCP and others
+	Causes                  map[string]float64 // TCP PROTO_MEM drops by cause
+	Lost, Unsampled         float64
+}
+
+func (s *State) rates() Rates {
+	r := Rates{Drops: map[string]float64{}, Causes: map[string]float64{}}
+	if s.prev == nil || s.last == nil {
+		return r
+	}
+	dt := s.last.Time.Sub(s.prev.Time).Seconds()
+	if dt <= 0 {
+		return r
+	}
+	a, b := &s.prev.Totals, &s.last.Totals
+	per := func(x, y uint64) float64 { return float64(y-x) / dt }
+	r.MemAborts, r.OrphanAborts = per(a.MemAborts, b.MemAborts), per(a.OrphanAborts, b.OrphanAborts)
+	r.Lost, r.Unsampled = per(a.LostSamples, b.LostSamples), per(a.Unsampled, b.Unsampled)
+	for name := range b.Drops {
+		r.Drops[name] = per(a.Drops[name]+a.OtherDrops[name], b.Drops[name]+b.OtherDrops[name])
+	}
+	for c := range b.DropsByCause {
+		r.Causes[c] = per(a.DropsByCause[c], b.DropsByCause[c])
+	}
+	return r
+}
+
+// Frame builds the input of Render for the chosen options.
+func (s *State) Frame(o Options) Frame {
+	sum := s.agg.Summary()
+	f := Frame{
+		Info: s.Info, Now: s.now, Global: s.global, Totals: sum.Totals, Rates: s.rates(),
+		MemHistory: s.mem, DropHistory: s.drops, Options: o,
+	}
+	if s.last == nil { // no snapshot yet: the limits the trace began with
+		f.Global.TCPMem, f.Global.MaxOrphans = s.Info.TCPMem, s.Info.MaxOrphans
+	}
+	// Events say when an episode begins and ends at once; /proc says so only
+	// at the last snapshot, and is the only word on an episode older than
+	// the trace.
+	f.Pressure = f.Global.Pressure
+	if n := len(sum.Episodes); n > 0 {
+		last := sum.Episodes[n-1]
+		if last.End.IsZero() {
+			f.Episode, f.Pressure = last, true
+		} else if s.last != nil && !s.last.Time.After(last.End) {
+			f.Pressure = false
+		}
+	}
+	f.Rows = rows(sum, s.Queued, o)
+	return f
+}

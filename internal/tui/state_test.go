@@ -1,0 +1,87 @@
+package tui
+
+import (
+	"testing"
+	"time"
+
+	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+)
+
+func snapshot(at time.Time, pages int64, drops, aborts uint64, owners ...tracer.OwnerCounts) *tracer.Snapshot {
+	tot := tracer.NewTotals()
+	tot.Drops["PROTO_MEM"], tot.MemAborts = drops, aborts
+	return &tracer.Snapshot{Time: at, Totals: tot, Owners: owners,
+		Global: tracer.Global{MemPages: pages, TCPMem: [3]int64{1000, 2000, 3000}}}
+}
+
+func owner(pid uint32, comm string, drops, aborts uint64) tracer.OwnerCounts {
+	c := tracer.NewCounts()
+	c.Drops["PROTO_MEM"], c.MemAborts = drops, aborts
+	return tracer.OwnerCounts{Owner: tracer.Owner{PID: pid, Comm: comm}, Counts: c}
+}
+
+// Rates come from the last two snapshots, history from every one, rows
+// from the exact per-owner counts, sorted and filtered as asked.
+func TestStateFolds(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 17, 0, 0, 0, time.UTC)
+	s := NewState(tracer.Info{Start: t0, PageSize: 4096})
+	s.Add(tracer.Record{Snapshot: snapshot(t0, 100, 0, 0)})
+	s.Add(tracer.Record{Snapshot: snapshot(t0.Add(time.Second), 2500, 400, 0, owner(10, "reader", 400, 0))})
+	s.Add(tracer.Record{Event: &tracer.Event{Kind: tracer.KindPressureEnter, Time: t0.Add(1500 * time.Millisecond), PressureID: 7}})
+	s.Add(tracer.Record{Snapshot: snapshot(t0.Add(3*time.Second), 3100, 500, 60,
+		owner(10, "reader", 500, 0), owner(11, "writer", 0, 60))})
+
+	f := s.Frame(Options{Group: "process", Sort: "drops"})
+	if f.Rates.Drops["PROTO_MEM"] != 50 || f.Rates.MemAborts != 30 {
+		t.Errorf("rates %+v, want 50 drops/s and 30 aborts/s over the last 2 s", f.Rates)
+	}
+	if len(f.MemHistory) != 3 || f.MemHistory[2] != 3100 || f.DropHistory[1] != 400 {
+		t.Errorf("history %v %v", f.MemHistory, f.DropHistory)
+	}
+	if f.Episode == nil || !f.Pressure || !f.Episode.Start.Equal(t0.Add(1500*time.Millisecond)) {
+		t.Errorf("episode %+v, want the one begun at +1.5 s", f.Episode)
+	}
+	if len(f.Rows) != 2 || f.Rows[0].Name != "reader" || f.Rows[1].Aborts != 60 || f.Rows[0].Queued != -1 {
+		t.Errorf("rows by drops %+v", f.Rows)
+	}
+	if f := s.Frame(Options{Group: "process", Sort: "aborts"}); f.Rows[0].Name != "writer" {
+		t.Errorf("rows by aborts %+v", f.Rows)
+	}
+	if f := s.Frame(Options{Group: "process", Sort: "drops", Filter: "writ"}); len(f.Rows) != 1 || f.Rows[0].Name != "writer" {
+		t.Errorf("filtered rows %+v", f.Rows)
+	}
+	s.Queued = map[uint32]int64{11: 1 << 20}
+	if f := s.Frame(Options{Group: "process", Sort: "queued"}); f.Rows[0].Name != "writer" || f.Rows[0].Queued != 1<<20 {
+		t.Errorf("rows by queued %+v", f.Rows)
+	}
+}
+
+// An episode's end seen in the events outranks a /proc reading older than
+// it; a /proc reading is all there is for an episode older than the trace.
+func TestPressureFreshest(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 17, 0, 0, 0, time.UTC)
+	s := NewState(tracer.Info{Start: t0})
+	sn := snapshot(t0, 2500, 0, 0)
+	sn.Global.Pressure = true
+	s.Add(tracer.Record{Snapshot: sn})
+	if f := s.Frame(Options{}); !f.Pressure || f.Episode != nil {
+		t.Errorf("an episode older than the trace: pressure %v, episode %v", f.Pressure, f.Episode)
+	}
+	s.Add(tracer.Record{Event: &tracer.Event{Kind: tracer.KindPressureEnter, Time: t0.Add(time.Second), PressureID: 9}})
+	s.Add(tracer.Record{Event: &tracer.Event{Kind: tracer.KindPressureLeave, Time: t0.Add(2 * time.Second), PressureID: 9}})
+	if f := s.Frame(Options{}); f.Pressure {
+		t.Error("pressure shown after the episode's end, from an older /proc reading")
+	}
+}
+
+func TestHistoryIsCapped(t *testing.T) {
+	t0 := time.Now()
+	s := NewState(tracer.Info{Start: t0})
+	for i := range HistoryLen + 10 {
+		s.Add(tracer.Record{Snapshot: snapshot(t0.Add(time.Duration(i)*time.Second), int64(i), 0, 0)})
+	}
+	f := s.Frame(Options{Group: "process", Sort: "drops"})
+	if len(f.MemHistory) != HistoryLen || f.MemHistory[HistoryLen-1] != HistoryLen+9 {
+		t.Errorf("history of %d, last %d", len(f.MemHistory), f.MemHistory[len(f.MemHistory)-1])
+	}
+}
