@@ -28,8 +28,8 @@ generate: ## rebuild the BPF object and its Go bindings (clang 14, llvm-strip, l
 check-generate: generate ## fail if the committed BPF outputs differ from a fresh build
 	git diff --exit-code -- tracer/ || { echo "make generate changed committed files: commit its output"; exit 1; }
 
-build: ## build ./tcpmemtrace (no clang needed)
-	go build -o tcpmemtrace ./cmd/tcpmemtrace
+build: ## build ./tcpmemtrace, static (no clang needed)
+	CGO_ENABLED=0 go build -o tcpmemtrace ./cmd/tcpmemtrace
 
 # Packages run one at a time: the privileged tests lower global sysctls
 # (they also hold a lock, so this is belt and braces).

@@ -355,9 +355,10 @@ func (r *Results) Markdown() string {
 		rows = append(rows, []string{s.Tool, fmt.Sprintf("%.0f", s.MedianMs), ratio(s.MedianMs, tmStart), strings.Join(all, ", ")})
 	}
 	table(&b, []string{"tool", "median ms", "vs tcpmemtrace", "runs (ms)"}, rows)
-	b.WriteString("Most of tcpmemtrace's start is the kernel verifying its three largest programs (kfree_skb, " +
-		"sock_exceed_buf_limit, the abort hook) and cilium/ebpf parsing the kernel's BTF, once for the tool's " +
-		"own facts, once to probe fentry (in parallel) and once to load the collection.\n\n")
+	b.WriteString("tcpmemtrace parses the kernel's BTF once (shared by its own facts, the fentry probe and the " +
+		"program loads), creates its maps meanwhile on the other CPU, and has the kernel verify its programs " +
+		"in two halves at once: verifying the three largest (kfree_skb, sock_exceed_buf_limit, the abort " +
+		"hook) is most of what remains.\n\n")
 
 	b.WriteString("## Loopback throughput\n\n")
 	fmt.Fprintf(&b, "iperf3 (one TCP stream, %.0f s) over loopback in a network namespace of its own, "+

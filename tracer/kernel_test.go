@@ -209,7 +209,7 @@ func TestRunningKernelReasons(t *testing.T) {
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		t.Skip("no kernel BTF")
 	}
-	k, err := loadKernelFacts()
+	k, err := loadKernelFacts(btf.NewCache())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -66,22 +67,26 @@ var (
 	probeCache = map[string]error{}
 )
 
-// probeTracing is the real tracingProbe, cached: the answer does not change
-// while the process runs.
-func probeTracing(fn string, at ebpf.AttachType) error {
+// prober is the real tracingProbe, its answers remembered: they do not
+// change while the process runs. cache holds the kernel's parsed BTF.
+func prober(cache *btf.Cache) tracingProbe {
+	return func(fn string, at ebpf.AttachType) error { return probeTracing(cache, fn, at) }
+}
+
+func probeTracing(cache *btf.Cache, fn string, at ebpf.AttachType) error {
 	key := fmt.Sprint(fn, at)
 	probeMu.Lock()
 	defer probeMu.Unlock()
 	if err, ok := probeCache[key]; ok {
 		return err
 	}
-	// EPERM (lockdown, an LSM) refuses every program of the attach type,
-	// and each refused load costs ~20 ms: ask once.
+	// EPERM (lockdown, an LSM) refuses every program of the attach type:
+	// ask once, not once per function.
 	refused := fmt.Sprint("refused ", at)
 	if err, ok := probeCache[refused]; ok {
 		return err
 	}
-	err := tryTracing(fn, at)
+	err := tryTracing(cache, fn, at)
 	probeCache[key] = err
 	if errors.Is(err, unix.EPERM) {
 		probeCache[refused] = err
@@ -89,19 +94,20 @@ func probeTracing(fn string, at ebpf.AttachType) error {
 	return err
 }
 
-func tryTracing(fn string, at ebpf.AttachType) error {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+func tryTracing(cache *btf.Cache, fn string, at ebpf.AttachType) error {
+	// A collection of one: NewProgram would parse the kernel's BTF again.
+	coll, err := ebpf.NewCollectionWithOptions(&ebpf.CollectionSpec{Programs: map[string]*ebpf.ProgramSpec{"probe": {
 		Type:         ebpf.Tracing,
 		AttachType:   at,
 		AttachTo:     fn,
 		License:      "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
+	}}}, ebpf.CollectionOptions{Cache: cache})
 	if err != nil {
 		return err
 	}
-	defer prog.Close()
-	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+	defer coll.Close()
+	l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs["probe"]})
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -185,11 +186,12 @@ type Tracer struct {
 // Probe reports the hooks New would use, without loading anything but the
 // probes themselves.
 func Probe(policy HookPolicy) ([]Hook, error) {
-	k, err := loadKernelFacts()
+	cache := btf.NewCache()
+	k, err := loadKernelFacts(cache)
 	if err != nil {
 		return nil, err
 	}
-	return selectHooks(k, policy, probeTracing), nil
+	return selectHooks(k, policy, prober(cache)), nil
 }
 
 // New probes the kernel, loads the programs and attaches them. When it
@@ -201,14 +203,32 @@ func New(cfg Config) (_ *Tracer, err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising the memlock limit: %w", err)
 	}
-	// The first fexit probe parses the kernel's BTF again (~40 ms here):
-	// run it beside ours. Its answer is cached for selectHooks.
-	if cfg.Hooks != HooksTracepoints {
-		probed := make(chan struct{})
-		go func() { _ = probeTracing(abortFunc, ebpf.AttachTraceFExit); close(probed) }()
-		defer func() { <-probed }()
+	// Parsed once for the facts, the probes and the loads; let go when New
+	// returns.
+	cache := btf.NewCache()
+	// Meanwhile, on the other CPU: our ELF, and the maps whose shape owes
+	// nothing to the kernel's facts.
+	type object struct {
+		spec *ebpf.CollectionSpec
+		maps map[string]*ebpf.Map
+		err  error
 	}
-	k, err := loadKernelFacts()
+	objc := make(chan object, 1)
+	go func() {
+		var o object
+		if o.spec, o.err = loadBpf(); o.err == nil {
+			o.spec.Maps[bpfMapEvents].MaxEntries = uint32(cfg.RingBufSize)
+			o.maps, o.err = premakeMaps(o.spec)
+		}
+		objc <- o
+	}()
+	k, err := loadKernelFacts(cache)
+	obj := <-objc
+	defer func() { // cloned into the collection, or not needed
+		for _, m := range obj.maps {
+			m.Close()
+		}
+	}()
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +257,7 @@ func New(cfg Config) (_ *Tracer, err error) {
 		cg = *cfg.Cgroup
 		t.info.Cgroup = cg.Path
 	}
-	t.info.Hooks = selectHooks(k, cfg.Hooks, probeTracing)
+	t.info.Hooks = selectHooks(k, cfg.Hooks, prober(cache))
 	table, found := k.dropSlots()
 	t.info.DropReasons = found
 	rst, ok := k.rstReasons[AbortResetReason]
@@ -245,9 +265,9 @@ func New(cfg Config) (_ *Tracer, err error) {
 		rst = 0xffffffff
 	}
 
-	spec, err := loadBpf()
-	if err != nil {
-		return nil, err
+	spec := obj.spec
+	if obj.err != nil {
+		return nil, obj.err
 	}
 	vars := map[string]any{
 		bpfVarDropSlot:            table,
@@ -269,7 +289,6 @@ func New(cfg Config) (_ *Tracer, err error) {
 			return nil, fmt.Errorf("setting %s: %w", name, err)
 		}
 	}
-	spec.Maps[bpfMapEvents].MaxEntries = uint32(cfg.RingBufSize)
 
 	// Load only the programs the chosen variants need, and the snapshot.
 	keep := map[string]bool{bpfProgSnapshotOwners: true}
@@ -286,14 +305,14 @@ func New(cfg Config) (_ *Tracer, err error) {
 		}
 		sections[name] = ps.SectionName
 	}
-	t.coll, err = ebpf.NewCollection(spec)
+	t.coll, err = loadCollection(spec, obj.maps, cache)
 	if ve := (*ebpf.VerifierError)(nil); errors.As(err, &ve) && strings.Contains(strings.Join(ve.Log, "\n"), "invalid mem access 'scalar'") {
 		// Older verifiers refuse loads through pointers to scalars; read
 		// those few words with bpf_probe_read_kernel instead.
 		if err := spec.Variables[bpfVarScalarPtrProbeRead].Set(uint8(1)); err != nil {
 			return nil, err
 		}
-		t.coll, err = ebpf.NewCollection(spec)
+		t.coll, err = loadCollection(spec, obj.maps, cache)
 		t.info.Notes = append(t.info.Notes, "this kernel's verifier refuses direct loads through pointers to scalars: memory_pressure and tcp_mem are read with bpf_probe_read_kernel")
 	}
 	if err != nil {

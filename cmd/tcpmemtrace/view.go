@@ -33,7 +33,9 @@ func view(ctx context.Context, src tracer.Source, o options, out *os.File, keep 
 	agg := aggregate.New(info.Start) // the summary printed after the view
 	replay := o.read != ""
 	model := tui.NewModel(shared, o.interval, lipgloss.NewRenderer(out), replay)
-	p := tea.NewProgram(model, tea.WithAltScreen(), tea.WithOutput(out), tea.WithContext(ctx))
+	// Signals end ctx (main's NotifyContext); bubbletea's own handler would
+	// race it and can hang on a program already shutting down.
+	p := tea.NewProgram(model, tea.WithAltScreen(), tea.WithOutput(out), tea.WithContext(ctx), tea.WithoutSignalHandler())
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -160,9 +161,10 @@ func TestViewDuringReproduction(t *testing.T) {
 	}
 }
 
-// TestViewReplay plays a recording in the view (no privileges needed): the
-// recorded drops are on screen, marked as a replay.
-func TestViewReplay(t *testing.T) {
+// replayInTmux skips without tmux, and gives the recording the replay
+// tests play.
+func replayInTmux(t *testing.T) string {
+	t.Helper()
 	if _, err := exec.LookPath("tmux"); err != nil {
 		t.Skip("tmux is not installed (apt-get install tmux): the view needs a terminal to test in")
 	}
@@ -170,6 +172,13 @@ func TestViewReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rec
+}
+
+// TestViewReplay plays a recording in the view (no privileges needed): the
+// recorded drops are on screen, marked as a replay.
+func TestViewReplay(t *testing.T) {
+	rec := replayInTmux(t)
 	s := tmuxServer{t: t, sock: fmt.Sprintf("tmt-replay-%d", os.Getpid())}
 	s.run("new-session", "-d", "-s", "view", "-x", "120", "-y", "40", binary+" -r "+rec+"; echo EXIT=$?; sleep 600")
 	t.Cleanup(func() { exec.Command("tmux", "-L", s.sock, "kill-server").Run() })
@@ -182,5 +191,51 @@ func TestViewReplay(t *testing.T) {
 	s.run("send-keys", "-t", "view", "q")
 	if end := s.waitFor("exit", 10*time.Second, func(scr string) bool { return strings.Contains(scr, "EXIT=") }); !strings.Contains(end, "EXIT=0") {
 		t.Errorf("after q:\n%s", end)
+	}
+}
+
+// The view follows the terminal's size, and leaves the terminal as it found
+// it when it is told to stop from outside: Ctrl-C, or SIGTERM.
+func TestViewResizeAndSignals(t *testing.T) {
+	rec := replayInTmux(t)
+	for _, stop := range []string{"ctrl-c", "sigterm"} {
+		t.Run(stop, func(t *testing.T) {
+			s := tmuxServer{t: t, sock: fmt.Sprintf("tmt-%s-%d-%d", stop, os.Getpid(), time.Now().UnixNano())}
+			// exec: the pane's process is the binary; the pane stays after it exits.
+			s.run("new-session", "-d", "-s", "view", "-x", "120", "-y", "40", "exec "+binary+" -r "+rec)
+			t.Cleanup(func() { exec.Command("tmux", "-L", s.sock, "kill-server").Run() })
+			s.run("set-option", "-t", "view", "remain-on-exit", "on")
+			s.waitFor("the replay", 10*time.Second, func(scr string) bool { return strings.Contains(scr, "[replay]") })
+
+			s.run("resize-window", "-t", "view", "-x", "90", "-y", "30")
+			s.waitFor("a 90-column frame", 5*time.Second, func(scr string) bool {
+				first, _, _ := strings.Cut(scr, "\n")
+				return strings.HasSuffix(strings.TrimRight(first, " "), "[replay]") && len([]rune(strings.TrimRight(first, " "))) == 90
+			})
+
+			if stop == "ctrl-c" {
+				s.run("send-keys", "-t", "view", "C-c")
+			} else {
+				pid, err := strconv.Atoi(strings.TrimSpace(s.run("display", "-p", "-t", "view", "#{pane_pid}")))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for end := time.Now().Add(10 * time.Second); strings.TrimSpace(s.run("display", "-p", "-t", "view", "#{pane_dead}")) != "1"; {
+				if time.Now().After(end) {
+					t.Fatalf("still running 10 s after %s:\n%s", stop, s.screen())
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if on := strings.TrimSpace(s.run("display", "-p", "-t", "view", "#{alternate_on}")); on != "0" {
+				t.Errorf("alternate screen %q after %s, want 0 (terminal restored)", on, stop)
+			}
+			if scr := s.screen(); !strings.Contains(scr, "SUMMARY") {
+				t.Errorf("no summary after %s:\n%s", stop, scr)
+			}
+		})
 	}
 }
