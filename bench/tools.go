@@ -133,7 +133,6 @@ func start(t *tool, argv []string) (*running, error) {
 	}
 	r := &running{t: t, ready: make(chan struct{})}
 	r.cmd = exec.Command(argv[0], argv[1:]...)
-	r.cmd.Env = append(os.Environ(), "BPFTRACE_NO_CPP_DEMANGLE=1")
 	stdout, err := r.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

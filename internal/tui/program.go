@@ -69,6 +69,12 @@ func (m *Model) Err() error {
 func (m *Model) build() Frame {
 	f := m.shared.frame(m.opts)
 	f.Replay = m.replay
+	if m.ended != nil {
+		f.Ended = true
+		if m.ended.Err != nil {
+			f.Stopped = m.ended.Err.Error()
+		}
+	}
 	return f
 }
 

@@ -27,6 +27,9 @@ type Frame struct {
 	Rows        []Row
 	Options     Options
 	Replay      bool
+	// Ended: the source has no more records; Stopped is its error, if any.
+	Ended   bool
+	Stopped string
 }
 
 // Styles color the frame; a renderer without colors gives plain text.
@@ -61,6 +64,9 @@ func Render(f Frame, width, height int, st Styles) string {
 	}
 	if f.Options.Paused {
 		mode += ", paused"
+	}
+	if f.Ended {
+		mode += ", ended"
 	}
 	add(spread(st.Title.Render("tcpmemtrace")+" "+f.Info.Hostname+" Linux "+f.Info.Kernel,
 		f.Now.Format("15:04:05")+" ["+mode+"]", width))
@@ -138,10 +144,7 @@ func Render(f Frame, width, height int, st Styles) string {
 	keyW, nameW, detailW := columns(o.Group, width)
 	add(st.Head.Render(clip(fmt.Sprintf("%-*s %-*s %-*s %8s %8s %9s %9s", keyW, keyHead(o.Group), nameW, nameHead(o.Group),
 		detailW, detailHead(o.Group), "DROPS", "ABORTS", "DROPPED", "QUEUED"), width)))
-	room := height - len(lines) - 1
-	if o.Help {
-		room -= len(helpLines)
-	}
+	room := height - len(lines) - footer(f)
 	for i, rw := range f.Rows {
 		if i == room-1 && len(f.Rows) > room {
 			add(st.Dim.Render(fmt.Sprintf("... %d more", len(f.Rows)-i)))
@@ -161,13 +164,16 @@ func Render(f Frame, width, height int, st Styles) string {
 	if len(f.Rows) == 0 {
 		add(st.Dim.Render("(no owner has lost data yet)"))
 	}
-	for len(lines) < height-1-helpHeight(o) {
+	for len(lines) < height-footer(f) {
 		lines = append(lines, "")
 	}
 	if o.Help {
 		for _, h := range helpLines {
 			add(h)
 		}
+	}
+	if f.Stopped != "" {
+		add(st.Bad.Render("stopped: " + f.Stopped))
 	}
 	keys := "g group  s sort  p pause  / filter  ? help  q quit"
 	if o.Editing != nil {
@@ -211,11 +217,16 @@ func detailHead(group string) string {
 	return "CGROUP"
 }
 
-func helpHeight(o Options) int {
-	if o.Help {
-		return len(helpLines)
+// footer is the lines under the owners table: help, an error, the keys.
+func footer(f Frame) int {
+	n := 1
+	if f.Options.Help {
+		n += len(helpLines)
 	}
-	return 0
+	if f.Stopped != "" {
+		n++
+	}
+	return n
 }
 
 func keyHead(group string) string {

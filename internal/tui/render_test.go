@@ -61,7 +61,7 @@ func TestGolden(t *testing.T) {
 		Global:  tracer.Global{MemPages: 280, MaxOrphans: -1},
 		Totals:  tracer.NewTotals(),
 		Options: Options{Group: "cgroup", Sort: "aborts", Help: true},
-		Replay:  true,
+		Replay:  true, Ended: true, Stopped: "reading the ringbuf: bad file descriptor",
 	}
 	for _, c := range []struct {
 		name string
