@@ -271,45 +271,44 @@ func (b *bench) costPhase(run *running, s *workload.Sender, mib string) (Cost, e
 // ---- drop storm -----------------------------------------------------------
 
 func (b *bench) storm(r *Results) error {
-	o0, err := b.readOracle()
+	drops, el, err := b.stormOnce()
 	if err != nil {
 		return err
 	}
-	t0 := time.Now()
-	b.sink.Run(0, b.phase)
-	o1, err := b.readOracle()
-	if err != nil {
-		return err
-	}
-	r.Storm.BaselineRate = float64(o0.delta(o1, "Udp", "RcvbufErrors")) / time.Since(t0).Seconds()
+	r.Storm.BaselineRate = float64(drops) / el.Seconds()
 	for i := range b.tools {
 		t := &b.tools[i]
 		run, err := start(t, t.countingArgv())
 		if err != nil {
 			return err
 		}
-		o0, err := b.readOracle()
+		drops, el, err := b.stormOnce()
+		if serr := run.stop(); err == nil {
+			err = serr
+		}
 		if err != nil {
 			return err
 		}
-		t0 := time.Now()
-		b.sink.Run(0, b.phase)
-		o1, err := b.readOracle()
-		if err != nil {
-			return err
-		}
-		el := time.Since(t0)
-		if err := run.stop(); err != nil {
-			return err
-		}
-		s := StormRun{Tool: t.Name, Kernel: o0.delta(o1, "Udp", "RcvbufErrors")}
-		s.Rate = float64(s.Kernel) / el.Seconds()
+		s := StormRun{Tool: t.Name, Kernel: drops, Rate: float64(drops) / el.Seconds()}
 		if err := b.tally(run, "SOCKET_RCVBUFF", false, &s.Tally); err != nil {
 			return err
 		}
 		r.Storm.Runs = append(r.Storm.Runs, s)
 	}
 	return nil
+}
+
+// stormOnce sends to the sink as fast as it can for a phase and returns
+// the drops the kernel counted (Udp RcvbufErrors) and how long it took.
+func (b *bench) stormOnce() (uint64, time.Duration, error) {
+	o0, err := b.readOracle()
+	if err != nil {
+		return 0, 0, err
+	}
+	t0 := time.Now()
+	b.sink.Run(0, b.phase)
+	o1, err := b.readOracle()
+	return o0.delta(o1, "Udp", "RcvbufErrors"), time.Since(t0), err
 }
 
 // tally reads what a stopped tool counted for one reason: tcpmemtrace's

@@ -183,7 +183,7 @@ func TestViewReplay(t *testing.T) {
 	s.run("new-session", "-d", "-s", "view", "-x", "120", "-y", "40", binary+" -r "+rec+"; echo EXIT=$?; sleep 600")
 	t.Cleanup(func() { exec.Command("tmux", "-L", s.sock, "kill-server").Run() })
 	scr := s.waitFor("the recorded drops", 10*time.Second, func(scr string) bool {
-		return strings.Contains(scr, "[replay]") && strings.Contains(scr, "drops: PROTO_MEM")
+		return strings.Contains(scr, "[replay, ended]") && strings.Contains(scr, "drops: PROTO_MEM")
 	})
 	if !strings.Contains(scr, "tmt-reader") {
 		t.Errorf("no reader row in the replay:\n%s", scr)
@@ -205,12 +205,12 @@ func TestViewResizeAndSignals(t *testing.T) {
 			s.run("new-session", "-d", "-s", "view", "-x", "120", "-y", "40", "exec "+binary+" -r "+rec)
 			t.Cleanup(func() { exec.Command("tmux", "-L", s.sock, "kill-server").Run() })
 			s.run("set-option", "-t", "view", "remain-on-exit", "on")
-			s.waitFor("the replay", 10*time.Second, func(scr string) bool { return strings.Contains(scr, "[replay]") })
+			s.waitFor("the replay", 10*time.Second, func(scr string) bool { return strings.Contains(scr, "[replay") })
 
 			s.run("resize-window", "-t", "view", "-x", "90", "-y", "30")
 			s.waitFor("a 90-column frame", 5*time.Second, func(scr string) bool {
 				first, _, _ := strings.Cut(scr, "\n")
-				return strings.HasSuffix(strings.TrimRight(first, " "), "[replay]") && len([]rune(strings.TrimRight(first, " "))) == 90
+				return strings.HasSuffix(strings.TrimRight(first, " "), "[replay, ended]") && len([]rune(strings.TrimRight(first, " "))) == 90
 			})
 
 			if stop == "ctrl-c" {
