@@ -80,6 +80,22 @@ func (c Counts) DropCount() uint64 {
 	return n
 }
 
+// AllDrops sums the memory drops of every protocol over reasons, and
+// their bytes.
+func (c Counts) AllDrops() (drops, bytes uint64) {
+	for _, m := range []map[string]uint64{c.Drops, c.OtherDrops} {
+		for _, v := range m {
+			drops += v
+		}
+	}
+	for _, m := range []map[string]uint64{c.DropBytes, c.OtherDropBytes} {
+		for _, v := range m {
+			bytes += v
+		}
+	}
+	return drops, bytes
+}
+
 // Add adds o into c (c's maps must exist).
 func (c *Counts) Add(o Counts) {
 	c.MemAborts += o.MemAborts

@@ -30,7 +30,6 @@ const holdersTracked = 200
 func view(ctx context.Context, src tracer.Source, o options, out *os.File, keep []func(tracer.Record) error, kw *kmsg.Watcher) error {
 	info := src.Info()
 	shared := tui.NewShared(tui.NewState(info))
-	agg := aggregate.New(info.Start) // the summary printed after the view
 	replay := o.read != ""
 	model := tui.NewModel(shared, o.interval, lipgloss.NewRenderer(out), replay)
 	// Signals end ctx (main's NotifyContext); bubbletea's own handler would
@@ -58,7 +57,6 @@ func view(ctx context.Context, src tracer.Source, o options, out *os.File, keep 
 					return err
 				}
 			}
-			agg.Add(r)
 			if o.realtime && r.Snapshot != nil { // a replay at its recorded pace
 				if first.IsZero() {
 					first = r.Snapshot.Time
@@ -85,13 +83,17 @@ func view(ctx context.Context, src tracer.Source, o options, out *os.File, keep 
 	if perr != nil {
 		return errors.Join(fmt.Errorf("the view: %w", perr), err)
 	}
-	if kw != nil {
-		agg.SetKernelLog(kw.Stop())
-	}
+	var sum aggregate.Summary // the view's own fold of the stream
+	shared.Update(func(s *tui.State) {
+		if kw != nil {
+			s.SetKernelLog(kw.Stop())
+		}
+		sum = s.Summary()
+	})
 	if err != nil {
 		return err
 	}
-	return render.NewText(out, o.by).Summary(info, agg.Summary())
+	return render.NewText(out, o.by).Summary(info, sum)
 }
 
 // pollQueued refreshes the TCP memory each process holds in its socket

@@ -234,17 +234,7 @@ func (t *Text) groups(s aggregate.Summary) {
 	const cols = "%-6s %-6s %-8s %-10s %s"
 	// Drops of every protocol: the totals above tell TCP from the rest.
 	counts := func(c *tracer.Counts) string {
-		var n, b uint64
-		for _, m := range []map[string]uint64{c.Drops, c.OtherDrops} {
-			for _, v := range m {
-				n += v
-			}
-		}
-		for _, m := range []map[string]uint64{c.DropBytes, c.OtherDropBytes} {
-			for _, v := range m {
-				b += v
-			}
-		}
+		n, b := c.AllDrops()
 		return fmt.Sprintf(cols+"\n", fmt.Sprint(c.MemAborts), fmt.Sprint(c.OrphanAborts), fmt.Sprint(n),
 			units.IEC(int64(b)), fmt.Sprintf("%d/%d", c.RefusalsSend, c.RefusalsRecv))
 	}

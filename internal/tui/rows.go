@@ -39,15 +39,11 @@ type Row struct {
 
 func (r Row) text() string { return r.Key + " " + r.Name + " " + r.Detail }
 
-func dropBytes(c *tracer.Counts) uint64 {
-	var n uint64
-	for _, b := range c.DropBytes {
-		n += b
-	}
-	for _, b := range c.OtherDropBytes {
-		n += b
-	}
-	return n
+// row is the table's figures for some counts: drops and bytes of every
+// protocol, as the summary's table counts them.
+func row(key, name, detail string, c *tracer.Counts, queued int64) Row {
+	drops, bytes := c.AllDrops()
+	return Row{Key: key, Name: name, Detail: detail, Drops: drops, Aborts: c.Aborts(), Bytes: bytes, Queued: queued}
 }
 
 func rows(sum aggregate.Summary, queued map[uint32]int64, o Options) []Row {
@@ -69,20 +65,16 @@ func rows(sum aggregate.Summary, queued map[uint32]int64, o Options) []Row {
 			if g.Container.ID != "" {
 				name = g.Container.Runtime + " " + g.Container.Short()
 			}
-			out = append(out, Row{Key: g.Key, Name: name, Drops: g.Counts.DropCount(), Aborts: g.Counts.Aborts(),
-				Bytes: dropBytes(&g.Counts), Queued: q(g.PIDs...)})
+			out = append(out, row(g.Key, name, "", &g.Counts, q(g.PIDs...)))
 		}
 	case "socket":
 		for _, so := range sum.Sockets {
-			out = append(out, Row{
-				Key:  so.Src.String() + " > " + so.Dst.String(),
-				Name: fmt.Sprintf("%d %s", so.Owner.PID, so.Owner.Comm), Detail: so.State.String(),
-				Drops: so.Counts.DropCount(), Aborts: so.Counts.Aborts(), Bytes: dropBytes(&so.Counts), Queued: -1,
-			})
+			out = append(out, row(so.Src.String()+" > "+so.Dst.String(), fmt.Sprintf("%d %s", so.Owner.PID, so.Owner.Comm),
+				so.State.String(), &so.Counts, -1))
 		}
 	default:
 		for _, ow := range sum.Owners {
-			if ow.Counts.Aborts()+ow.Counts.DropCount()+ow.Counts.RefusalsSend+ow.Counts.RefusalsRecv == 0 {
+			if drops, _ := ow.Counts.AllDrops(); ow.Counts.Aborts()+drops+ow.Counts.RefusalsSend+ow.Counts.RefusalsRecv == 0 {
 				continue
 			}
 			key := fmt.Sprint(ow.PID)
@@ -96,8 +88,7 @@ func rows(sum aggregate.Summary, queued map[uint32]int64, o Options) []Row {
 			if s := ow.Container.Short(); s != "" {
 				detail = s
 			}
-			out = append(out, Row{Key: key, Name: ow.Comm, Detail: detail, Drops: ow.Counts.DropCount(),
-				Aborts: ow.Counts.Aborts(), Bytes: dropBytes(&ow.Counts), Queued: q(ow.PID)})
+			out = append(out, row(key, ow.Comm, detail, &ow.Counts, q(ow.PID)))
 		}
 	}
 	if o.Filter != "" {

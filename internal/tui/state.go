@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
 	"github.com/tcpmemtrace/tcpmemtrace/tracer"
 )
 
@@ -66,6 +67,12 @@ func appendCapped[T any](s []T, v T) []T {
 	}
 	return s
 }
+
+// Summary is the trace so far, for the summary printed after the view.
+func (s *State) Summary() aggregate.Summary { return s.agg.Summary() }
+
+// SetKernelLog adds the kernel log's comparison to the summary.
+func (s *State) SetKernelLog(c kmsg.Counts) { s.agg.SetKernelLog(c) }
 
 // Rates are per second over the last snapshot interval.
 type Rates struct {

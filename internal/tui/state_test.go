@@ -85,3 +85,20 @@ func TestHistoryIsCapped(t *testing.T) {
 		t.Errorf("history of %d, last %d", len(f.MemHistory), f.MemHistory[len(f.MemHistory)-1])
 	}
 }
+
+// A row counts drops and bytes of every protocol, as the summary's table
+// does: sockets of unknown owner (UDP's) are listed with theirs.
+func TestRowsCountEveryProtocol(t *testing.T) {
+	t0 := time.Now()
+	s := NewState(tracer.Info{Start: t0})
+	udp := owner(0, "", 0, 0)
+	udp.OtherDrops["SOCKET_RCVBUFF"], udp.OtherDropBytes["SOCKET_RCVBUFF"] = 7, 700
+	tcp := owner(10, "reader", 2, 0)
+	tcp.DropBytes["PROTO_MEM"] = 200
+	s.Add(tracer.Record{Snapshot: snapshot(t0, 1, 9, 0, udp, tcp)})
+	f := s.Frame(Options{Group: "process", Sort: "drops"})
+	if len(f.Rows) != 2 || f.Rows[0].Key != "?" || f.Rows[0].Drops != 7 || f.Rows[0].Bytes != 700 ||
+		f.Rows[1].Drops != 2 || f.Rows[1].Bytes != 200 {
+		t.Errorf("rows %+v", f.Rows)
+	}
+}
