@@ -14,6 +14,9 @@ import (
 	"github.com/tcpmemtrace/tcpmemtrace/tracer"
 )
 
+// clock dates a recording's header; tests fix it.
+var clock = time.Now
+
 // Writer appends a trace to a file, rotating it past a size.
 type Writer struct {
 	path     string
@@ -34,7 +37,7 @@ type Writer struct {
 // keeping maxFiles old files.
 func Create(path string, info tracer.Info, maxSize int64, maxFiles int) (*Writer, error) {
 	w := &Writer{path: path, maxSize: maxSize, maxFiles: maxFiles, header: Header{
-		Format: "tcpmemtrace recording", Version: version, Created: time.Now(), Info: info,
+		Format: "tcpmemtrace recording", Version: version, Created: clock(), Info: info,
 		DropReasons: tracer.MemoryDropReasons, ResetReason: tracer.AbortResetReason,
 	}}
 	w.enc.intern = w.intern
