@@ -20,13 +20,14 @@ export BPF2GO_CFLAGS
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-generate: ## rebuild the BPF object and its Go bindings (clang 14, llvm-strip, libbpf-dev)
+generate: ## rebuild the BPF object, its Go bindings and the stream's constants (clang 14, llvm-strip, libbpf-dev)
 	@$(CLANG) --version | grep -q 'clang version $(CLANG_VERSION)' || \
 		{ echo "make generate: needs clang $(CLANG_VERSION) (apt-get install clang llvm libbpf-dev on Debian 12), got: $$($(CLANG) --version | head -1)"; exit 1; }
 	go generate ./tracer/
+	go generate ./stream/
 
-check-generate: generate ## fail if the committed BPF outputs differ from a fresh build
-	git diff --exit-code -- tracer/ || { echo "make generate changed committed files: commit its output"; exit 1; }
+check-generate: generate ## fail if the committed generated files differ from a fresh build
+	git diff --exit-code -- tracer/ stream/ || { echo "make generate changed committed files: commit its output"; exit 1; }
 
 build: ## build ./tcpmemtrace, static (no clang needed)
 	CGO_ENABLED=0 go build -o tcpmemtrace ./cmd/tcpmemtrace

@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tcpmemtrace/tcpmemtrace/internal/workload"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/workload"
 )
 
 const roleEnv = "TCPMEMTRACE_BENCH_ROLE"

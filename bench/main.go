@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tcpmemtrace/tcpmemtrace/internal/workload"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/workload"
 )
 
 func main() {

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
-	"github.com/tcpmemtrace/tcpmemtrace/internal/workload"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/workload"
 )
 
 type config struct {

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Types shared by the BPF programs and, through bpf2go, the Go tracer.
- * Defined once here; Go gets its mirror from the object's BTF.
+ * Types shared by the BPF programs and Go. Defined once here: bpf2go emits
+ * the tracer's mirror of each (-type), and the stream package's constants
+ * are generated from the same enums in the object's BTF, so a counter, a
+ * kind or a cause is named in C and nowhere else by number.
  */
 #ifndef TCPMEMTRACE_H
 #define TCPMEMTRACE_H
@@ -11,15 +13,14 @@
 /* Kernel drop-reason values below this are mapped to slots; subsystem
  * reasons (high bits set) never are memory drops. */
 #define MAX_DROP_REASONS 256
-/* Slot 0 means "not tracked"; userspace assigns 1..DROP_SLOTS-1 by name,
- * in the order of tracer.MemoryDropReasons. */
-#define DROP_SLOTS 8
-#define SLOT_PROTO_MEM 1
-#define SLOT_SOCKET_BACKLOG 2
 
 /* pressure_cur before the first sample: the state is not known yet. */
 #define PRESSURE_UNKNOWN (~0ULL)
 
+/* Owners that do not fit in the per-owner map are counted under this tgid. */
+#define OVERFLOW_TGID 0xffffffff
+
+/* What a ringbuf record is. */
 enum event_kind {
 	EV_ABORT = 1,
 	EV_DROP = 2,
@@ -28,33 +29,66 @@ enum event_kind {
 	EV_PRESSURE_LEAVE = 5,
 };
 
+/* Which half of tcp_check_oom() killed a socket (event.detail of an abort). */
 enum abort_cause {
-	CAUSE_MEMORY = 1, /* tcp_out_of_memory(): allocated > tcp_mem[2] */
-	CAUSE_ORPHANS = 2, /* otherwise tcp_too_many_orphans() was true */
+	ABORT_MEMORY = 1, /* tcp_out_of_memory(): allocated > tcp_mem[2] */
+	ABORT_ORPHANS = 2, /* otherwise tcp_too_many_orphans() was true */
 };
 
-/* Why a memory drop happened (counters.drop_causes, event.cause). */
+/* The counters kept per owner and in total (struct counts.events). */
+enum counter {
+	COUNTER_MEM_ABORTS,
+	COUNTER_ORPHAN_ABORTS,
+	COUNTER_REFUSALS_SEND,
+	COUNTER_REFUSALS_RECV,
+	COUNTER_SEND_STALLS, /* sendmsg EAGAIN while TCP was under memory pressure */
+	COUNTERS,
+};
+
+/*
+ * Tracked drop reasons, as counter slots. Userspace maps each kernel
+ * reason value to its slot by the name after DROP_SLOT_ (the values move
+ * between kernels). The order is part of the recording format.
+ */
+enum drop_slot {
+	DROP_SLOT_NONE, /* not a memory drop */
+	DROP_SLOT_PROTO_MEM, /* tcp_data_queue{,_ofo}: TCPRcvQDrop + TCPOFODrop */
+	DROP_SLOT_SOCKET_BACKLOG, /* tcp_add_backlog: TCPBacklogDrop */
+	DROP_SLOT_TCP_OFO_QUEUE_PRUNE, /* tcp_prune_ofo_queue: one per pruned skb */
+	DROP_SLOT_SOCKET_RCVBUFF, /* sock_queue_rcv_skb/UDP: receive buffer full */
+	DROP_SLOTS = 8,
+};
+
+/* Drops are counted apart for TCP and for every other protocol. */
+enum drop_proto {
+	DROP_PROTO_TCP,
+	DROP_PROTO_OTHER,
+	DROP_PROTOS,
+};
+
+/* Why a TCP PROTO_MEM drop happened (counts.drop_causes, event.cause). */
 enum drop_cause {
-	DROP_CAUSE_UNKNOWN = 0,
-	DROP_CAUSE_RCVBUF = 1, /* the socket's own buffer (tcp_rmem, SO_RCVBUF) */
-	DROP_CAUSE_GLOBAL_HARD = 2, /* allocated above tcp_mem[2] */
-	DROP_CAUSE_GLOBAL_PRESSURE = 3,
-	DROP_CAUSE_MEMCG = 4, /* the socket's memory cgroup limit */
+	DROP_CAUSE_UNKNOWN,
+	DROP_CAUSE_RCVBUF, /* the socket's own buffer (tcp_rmem, SO_RCVBUF) */
+	DROP_CAUSE_GLOBAL_HARD_LIMIT, /* allocated above tcp_mem[2] */
+	DROP_CAUSE_GLOBAL_PRESSURE, /* under pressure, refused by the fairness rule */
+	DROP_CAUSE_MEMCG, /* the socket's memory cgroup limit */
 	DROP_CAUSES = 8,
+};
+
+/* Owner filters in force (config.filter_owner bits). */
+enum owner_filter {
+	OWNER_FILTER_PID = 1,
+	OWNER_FILTER_COMM = 2,
+	OWNER_FILTER_CGROUP = 4,
 };
 
 /* Counts kept in total and per owner. */
 struct counts {
-	__u64 mem_aborts;
-	__u64 orphan_aborts;
-	__u64 refusals_send;
-	__u64 refusals_recv;
-	__u64 send_stalls; /* sendmsg EAGAIN while TCP was under memory pressure */
+	__u64 events[COUNTERS];
+	__u64 drops[DROP_PROTOS][DROP_SLOTS];
+	__u64 drop_bytes[DROP_PROTOS][DROP_SLOTS];
 	__u64 drop_causes[DROP_CAUSES]; /* TCP PROTO_MEM drops with a socket, by cause */
-	__u64 tcp_drops[DROP_SLOTS];
-	__u64 tcp_drop_bytes[DROP_SLOTS];
-	__u64 other_drops[DROP_SLOTS];
-	__u64 other_drop_bytes[DROP_SLOTS];
 };
 
 /* Exact in-kernel totals, one copy per CPU. */
@@ -76,25 +110,52 @@ struct owner {
 	char comm[TASK_COMM_LEN];
 };
 
-/* Per-owner counts: exact, like the totals. Owners that do not fit in the
- * map are counted under OVERFLOW_TGID. */
-#define OVERFLOW_TGID 0xffffffff
-
 struct owner_key {
 	__u32 tgid;
 	__u32 pad;
 	__u64 cgroup_id;
 };
 
+/* Per-owner counts: exact, like the totals. */
 struct owner_stats {
 	char comm[TASK_COMM_LEN];
 	struct counts c;
 };
 
-/* Owner filters in force (filter_owner bits). */
-#define FILTER_PID 1
-#define FILTER_COMM 2
-#define FILTER_CGROUP 4
+/* Load-time settings, set by userspace before the programs are verified:
+ * the verifier sees them as constants and drops the branches they rule out. */
+struct config {
+	/* Kernel drop-reason value -> enum drop_slot; 0: not a memory drop.
+	 * Filled from the running kernel's BTF by name. */
+	__u8 drop_slot[MAX_DROP_REASONS];
+	/* SK_RST_REASON_TCP_ABORT_ON_MEMORY on this kernel (6.12+). */
+	__u32 rst_abort_on_memory;
+	/* SOCK_MIN_SNDBUF, derived from sizeof(struct sk_buff). */
+	__u32 sock_min_sndbuf;
+	/* Only count events of this network namespace (inode); 0: all. */
+	__u32 filter_netns;
+	/* The --cgroup filter: ancestor at this level must have this id. */
+	__u32 filter_cgroup_level;
+	__u64 filter_cgroup_id;
+	/* The --comm filter, as the 16 bytes of a task's comm. */
+	__u64 filter_comm[2];
+	/* Kernel values of the PROTO_MEM and SOCKET_BACKLOG reasons, which the
+	 * fexit variants report for the drops they count. */
+	__u32 reason_proto_mem;
+	__u32 reason_socket_backlog;
+	/* Drop and refusal records a CPU may send per RECORD_WINDOW_NS; beyond
+	 * them events are counted (unsampled) but not sent. 0: no limit. */
+	__u32 records_per_window;
+	/* enum owner_filter: which owner filters are on. */
+	__u8 filter_owner;
+	/* Bit per drop slot: fexit programs count the TCP drops of these
+	 * slots with their socket, and kfree_skb leaves them alone. */
+	__u8 tcp_slots_elsewhere;
+	/* The verifier refuses direct loads through pointers to scalars
+	 * (before ~6.2): read those words with bpf_probe_read_kernel. */
+	__u8 scalar_ptr_probe_read;
+	__u8 pad;
+};
 
 /* One sampled record in the ringbuf. */
 struct event {
@@ -123,7 +184,7 @@ struct event {
 	__u16 dport;
 	__u16 family;
 	__u8 kind; /* enum event_kind */
-	__u8 detail; /* abort cause, drop slot, exceed kind (0 send, 1 recv) */
+	__u8 detail; /* abort: enum abort_cause; drop: enum drop_slot; refusal: 0 send, 1 recv */
 	__u8 state; /* TCP state at the event */
 	__u8 protocol;
 	__u8 memcg; /* socket charged to a memory cgroup */

@@ -280,6 +280,9 @@ func TestAlertRules(t *testing.T) {
 // new privileges, a read-only root filesystem, the manifest's arguments.
 // Every hook must attach and the metrics must be served.
 func TestDaemonSetPrivilegesSuffice(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping a test that loads BPF")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: run the tests with sudo")
 	}

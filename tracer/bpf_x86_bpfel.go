@@ -13,6 +13,24 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type bpfConfig struct {
+	_                   structs.HostLayout
+	DropSlot            [256]uint8
+	RstAbortOnMemory    uint32
+	SockMinSndbuf       uint32
+	FilterNetns         uint32
+	FilterCgroupLevel   uint32
+	FilterCgroupId      uint64
+	FilterComm          [2]uint64
+	ReasonProtoMem      uint32
+	ReasonSocketBacklog uint32
+	RecordsPerWindow    uint32
+	FilterOwner         uint8
+	TcpSlotsElsewhere   uint8
+	ScalarPtrProbeRead  uint8
+	Pad                 uint8
+}
+
 type bpfCounters struct {
 	_              structs.HostLayout
 	All            bpfCounts
@@ -23,17 +41,11 @@ type bpfCounters struct {
 }
 
 type bpfCounts struct {
-	_              structs.HostLayout
-	MemAborts      uint64
-	OrphanAborts   uint64
-	RefusalsSend   uint64
-	RefusalsRecv   uint64
-	SendStalls     uint64
-	DropCauses     [8]uint64
-	TcpDrops       [8]uint64
-	TcpDropBytes   [8]uint64
-	OtherDrops     [8]uint64
-	OtherDropBytes [8]uint64
+	_          structs.HostLayout
+	Events     [5]uint64
+	Drops      [2][8]uint64
+	DropBytes  [2][8]uint64
+	DropCauses [8]uint64
 }
 
 type bpfEvent struct {
@@ -98,6 +110,14 @@ type bpfOwner struct {
 	Comm        [16]int8
 }
 
+type bpfOwnerFilter uint32
+
+const (
+	bpfOwnerFilterOWNER_FILTER_PID    bpfOwnerFilter = 1
+	bpfOwnerFilterOWNER_FILTER_COMM   bpfOwnerFilter = 2
+	bpfOwnerFilterOWNER_FILTER_CGROUP bpfOwnerFilter = 4
+)
+
 type bpfOwnerKey struct {
 	_        structs.HostLayout
 	Tgid     uint32
@@ -135,6 +155,7 @@ const (
 	bpfProgFexitTcpEnterMemoryPressure = "fexit_tcp_enter_memory_pressure"
 	bpfProgFexitTcpLeaveMemoryPressure = "fexit_tcp_leave_memory_pressure"
 	bpfProgFexitTcpTryRmemSchedule     = "fexit_tcp_try_rmem_schedule"
+	bpfProgProbeScalarPtrLoad          = "probe_scalar_ptr_load"
 	bpfProgSnapshotOwners              = "snapshot_owners"
 	bpfProgTpInetSockSetState          = "tp_inet_sock_set_state"
 	bpfProgTpKfreeSkb                  = "tp_kfree_skb"
@@ -146,21 +167,16 @@ const (
 	bpfProgTpSysExitAccept4            = "tp_sys_exit_accept4"
 	bpfProgTpTcpDestroySock            = "tp_tcp_destroy_sock"
 	bpfProgTpTcpSendReset              = "tp_tcp_send_reset"
-	bpfVarDropSlot                     = "drop_slot"
-	bpfVarFilterCgroupId               = "filter_cgroup_id"
-	bpfVarFilterCgroupLevel            = "filter_cgroup_level"
-	bpfVarFilterComm                   = "filter_comm"
-	bpfVarFilterNetns                  = "filter_netns"
-	bpfVarFilterOwner                  = "filter_owner"
+	bpfVarCFG                          = "CFG"
 	bpfVarPressureCur                  = "pressure_cur"
-	bpfVarReasonProtoMem               = "reason_proto_mem"
-	bpfVarReasonSocketBacklog          = "reason_socket_backlog"
-	bpfVarRecordsPerWindow             = "records_per_window"
-	bpfVarRstAbortOnMemory             = "rst_abort_on_memory"
-	bpfVarScalarPtrProbeRead           = "scalar_ptr_probe_read"
-	bpfVarSockMinSndbuf                = "sock_min_sndbuf"
-	bpfVarTcpSlotsElsewhere            = "tcp_slots_elsewhere"
+	bpfVarUnusedAbortCause             = "unused_abort_cause"
+	bpfVarUnusedCounter                = "unused_counter"
+	bpfVarUnusedDropCause              = "unused_drop_cause"
+	bpfVarUnusedDropProto              = "unused_drop_proto"
+	bpfVarUnusedDropSlot               = "unused_drop_slot"
 	bpfVarUnusedEvent                  = "unused_event"
+	bpfVarUnusedEventKind              = "unused_event_kind"
+	bpfVarUnusedOwnerFilter            = "unused_owner_filter"
 	bpfVarUnusedOwnerKey               = "unused_owner_key"
 )
 
@@ -211,6 +227,7 @@ type bpfProgramSpecs struct {
 	FexitTcpEnterMemoryPressure *ebpf.ProgramSpec `ebpf:"fexit_tcp_enter_memory_pressure"`
 	FexitTcpLeaveMemoryPressure *ebpf.ProgramSpec `ebpf:"fexit_tcp_leave_memory_pressure"`
 	FexitTcpTryRmemSchedule     *ebpf.ProgramSpec `ebpf:"fexit_tcp_try_rmem_schedule"`
+	ProbeScalarPtrLoad          *ebpf.ProgramSpec `ebpf:"probe_scalar_ptr_load"`
 	SnapshotOwners              *ebpf.ProgramSpec `ebpf:"snapshot_owners"`
 	TpInetSockSetState          *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                  *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
@@ -242,22 +259,17 @@ type bpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
-	DropSlot            *ebpf.VariableSpec `ebpf:"drop_slot"`
-	FilterCgroupId      *ebpf.VariableSpec `ebpf:"filter_cgroup_id"`
-	FilterCgroupLevel   *ebpf.VariableSpec `ebpf:"filter_cgroup_level"`
-	FilterComm          *ebpf.VariableSpec `ebpf:"filter_comm"`
-	FilterNetns         *ebpf.VariableSpec `ebpf:"filter_netns"`
-	FilterOwner         *ebpf.VariableSpec `ebpf:"filter_owner"`
-	PressureCur         *ebpf.VariableSpec `ebpf:"pressure_cur"`
-	ReasonProtoMem      *ebpf.VariableSpec `ebpf:"reason_proto_mem"`
-	ReasonSocketBacklog *ebpf.VariableSpec `ebpf:"reason_socket_backlog"`
-	RecordsPerWindow    *ebpf.VariableSpec `ebpf:"records_per_window"`
-	RstAbortOnMemory    *ebpf.VariableSpec `ebpf:"rst_abort_on_memory"`
-	ScalarPtrProbeRead  *ebpf.VariableSpec `ebpf:"scalar_ptr_probe_read"`
-	SockMinSndbuf       *ebpf.VariableSpec `ebpf:"sock_min_sndbuf"`
-	TcpSlotsElsewhere   *ebpf.VariableSpec `ebpf:"tcp_slots_elsewhere"`
-	UnusedEvent         *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedOwnerKey      *ebpf.VariableSpec `ebpf:"unused_owner_key"`
+	CFG               *ebpf.VariableSpec `ebpf:"CFG"`
+	PressureCur       *ebpf.VariableSpec `ebpf:"pressure_cur"`
+	UnusedAbortCause  *ebpf.VariableSpec `ebpf:"unused_abort_cause"`
+	UnusedCounter     *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedDropCause   *ebpf.VariableSpec `ebpf:"unused_drop_cause"`
+	UnusedDropProto   *ebpf.VariableSpec `ebpf:"unused_drop_proto"`
+	UnusedDropSlot    *ebpf.VariableSpec `ebpf:"unused_drop_slot"`
+	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventKind   *ebpf.VariableSpec `ebpf:"unused_event_kind"`
+	UnusedOwnerFilter *ebpf.VariableSpec `ebpf:"unused_owner_filter"`
+	UnusedOwnerKey    *ebpf.VariableSpec `ebpf:"unused_owner_key"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -307,22 +319,17 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
-	DropSlot            *ebpf.Variable `ebpf:"drop_slot"`
-	FilterCgroupId      *ebpf.Variable `ebpf:"filter_cgroup_id"`
-	FilterCgroupLevel   *ebpf.Variable `ebpf:"filter_cgroup_level"`
-	FilterComm          *ebpf.Variable `ebpf:"filter_comm"`
-	FilterNetns         *ebpf.Variable `ebpf:"filter_netns"`
-	FilterOwner         *ebpf.Variable `ebpf:"filter_owner"`
-	PressureCur         *ebpf.Variable `ebpf:"pressure_cur"`
-	ReasonProtoMem      *ebpf.Variable `ebpf:"reason_proto_mem"`
-	ReasonSocketBacklog *ebpf.Variable `ebpf:"reason_socket_backlog"`
-	RecordsPerWindow    *ebpf.Variable `ebpf:"records_per_window"`
-	RstAbortOnMemory    *ebpf.Variable `ebpf:"rst_abort_on_memory"`
-	ScalarPtrProbeRead  *ebpf.Variable `ebpf:"scalar_ptr_probe_read"`
-	SockMinSndbuf       *ebpf.Variable `ebpf:"sock_min_sndbuf"`
-	TcpSlotsElsewhere   *ebpf.Variable `ebpf:"tcp_slots_elsewhere"`
-	UnusedEvent         *ebpf.Variable `ebpf:"unused_event"`
-	UnusedOwnerKey      *ebpf.Variable `ebpf:"unused_owner_key"`
+	CFG               *ebpf.Variable `ebpf:"CFG"`
+	PressureCur       *ebpf.Variable `ebpf:"pressure_cur"`
+	UnusedAbortCause  *ebpf.Variable `ebpf:"unused_abort_cause"`
+	UnusedCounter     *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedDropCause   *ebpf.Variable `ebpf:"unused_drop_cause"`
+	UnusedDropProto   *ebpf.Variable `ebpf:"unused_drop_proto"`
+	UnusedDropSlot    *ebpf.Variable `ebpf:"unused_drop_slot"`
+	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventKind   *ebpf.Variable `ebpf:"unused_event_kind"`
+	UnusedOwnerFilter *ebpf.Variable `ebpf:"unused_owner_filter"`
+	UnusedOwnerKey    *ebpf.Variable `ebpf:"unused_owner_key"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.
@@ -334,6 +341,7 @@ type bpfPrograms struct {
 	FexitTcpEnterMemoryPressure *ebpf.Program `ebpf:"fexit_tcp_enter_memory_pressure"`
 	FexitTcpLeaveMemoryPressure *ebpf.Program `ebpf:"fexit_tcp_leave_memory_pressure"`
 	FexitTcpTryRmemSchedule     *ebpf.Program `ebpf:"fexit_tcp_try_rmem_schedule"`
+	ProbeScalarPtrLoad          *ebpf.Program `ebpf:"probe_scalar_ptr_load"`
 	SnapshotOwners              *ebpf.Program `ebpf:"snapshot_owners"`
 	TpInetSockSetState          *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                  *ebpf.Program `ebpf:"tp_kfree_skb"`
@@ -354,6 +362,7 @@ func (p *bpfPrograms) Close() error {
 		p.FexitTcpEnterMemoryPressure,
 		p.FexitTcpLeaveMemoryPressure,
 		p.FexitTcpTryRmemSchedule,
+		p.ProbeScalarPtrLoad,
 		p.SnapshotOwners,
 		p.TpInetSockSetState,
 		p.TpKfreeSkb,

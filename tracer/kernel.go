@@ -7,24 +7,13 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // ErrNoBTF means the kernel exposes no BTF; CO-RE programs cannot load.
 var ErrNoBTF = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux: " +
 	"tcpmemtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.5 or newer)")
-
-// MemoryDropReasons are the kfree_skb reasons counted as memory drops, by
-// kernel name without the SKB_DROP_REASON_ prefix. A reason's slot in the BPF
-// counters is its index + 1, so this order is part of the recording format.
-var MemoryDropReasons = []string{
-	"PROTO_MEM",           // tcp_data_queue{,_ofo}: TCPRcvQDrop + TCPOFODrop
-	"SOCKET_BACKLOG",      // tcp_add_backlog: TCPBacklogDrop
-	"TCP_OFO_QUEUE_PRUNE", // tcp_prune_ofo_queue: one per pruned skb
-	"SOCKET_RCVBUFF",      // sock_queue_rcv_skb/UDP: receive buffer full
-}
-
-// AbortResetReason is the tcp_send_reset reason of a memory abort (6.12+).
-const AbortResetReason = "TCP_ABORT_ON_MEMORY"
 
 // kernelFacts is what the running kernel's BTF says about the hooks and
 // enums the tracer depends on. Values are looked up by name: they differ
@@ -127,16 +116,19 @@ func (k *kernelFacts) sockMinSndbuf() uint32 {
 	return 2 * (2048 + aligned)
 }
 
+// maxDropReasons is MAX_DROP_REASONS: the size of config.drop_slot.
+const maxDropReasons = len(bpfConfig{}.DropSlot)
+
 // dropSlots maps each tracked reason present on this kernel to its slot.
 func (k *kernelFacts) dropSlots() (table [maxDropReasons]uint8, found map[string]uint32) {
 	found = map[string]uint32{}
-	for i, name := range MemoryDropReasons {
-		v, ok := k.dropReasons[name]
-		if !ok || v >= maxDropReasons {
+	for _, r := range stream.Reasons {
+		v, ok := k.dropReasons[r.String()]
+		if !ok || int(v) >= maxDropReasons {
 			continue
 		}
-		table[v] = uint8(i + 1)
-		found[name] = v
+		table[v] = uint8(r)
+		found[r.String()] = v
 	}
 	return table, found
 }

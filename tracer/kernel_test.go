@@ -12,6 +12,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // fakeKernel builds kernel BTF with the given drop reasons, reset reasons,
@@ -82,10 +84,11 @@ func TestDropSlotsFollowNames(t *testing.T) {
 	} {
 		k := fakeKernel(t, tc.drops, nil, nil)
 		table, found := k.dropSlots()
-		for i, name := range MemoryDropReasons {
+		for _, r := range stream.Reasons {
+			name := r.String()
 			v := tc.drops[name]
-			if got := table[v]; got != uint8(i+1) {
-				t.Errorf("%s: slot of %s (%d) = %d, want %d", tc.kernel, name, v, got, i+1)
+			if got := table[v]; got != uint8(r) {
+				t.Errorf("%s: slot of %s (%d) = %d, want %d", tc.kernel, name, v, got, r)
 			}
 			if found[name] != v {
 				t.Errorf("%s: found[%s] = %d, want %d", tc.kernel, name, found[name], v)
@@ -97,8 +100,8 @@ func TestDropSlotsFollowNames(t *testing.T) {
 				used++
 			}
 		}
-		if used != len(MemoryDropReasons) {
-			t.Errorf("%s: %d slots set, want %d (NOT_SPECIFIED must not be counted)", tc.kernel, used, len(MemoryDropReasons))
+		if used != len(stream.Reasons) {
+			t.Errorf("%s: %d slots set, want %d (NOT_SPECIFIED must not be counted)", tc.kernel, used, len(stream.Reasons))
 		}
 	}
 }
@@ -131,7 +134,7 @@ func TestSelectHooks(t *testing.T) {
 	rst := map[string]uint32{"TCP_ABORT_ON_MEMORY": 13}
 	fns := []string{"tcp_check_oom", "tcp_enter_memory_pressure", "tcp_leave_memory_pressure"}
 
-	using := func(hooks []Hook) map[string]string {
+	using := func(hooks []hook) map[string]string {
 		m := map[string]string{}
 		for _, h := range hooks {
 			m[h.Event] = h.Using
@@ -142,23 +145,23 @@ func TestSelectHooks(t *testing.T) {
 	// This machine: fentry refused, tracepoints everywhere.
 	hooks := selectHooks(fakeKernel(t, drops, rst, modern, fns...), HooksAuto, eperm)
 	u := using(hooks)
-	if u[EventAborts] != "tp_btf/tcp_send_reset reason TCP_ABORT_ON_MEMORY=13" {
-		t.Errorf("aborts: %q", u[EventAborts])
+	if u[stream.EventAborts] != "tp_btf/tcp_send_reset reason TCP_ABORT_ON_MEMORY=13" {
+		t.Errorf("aborts: %q", u[stream.EventAborts])
 	}
 	if got := hooks[0].Rejected; len(got) != 1 || got[0].Hook != "fexit/tcp_check_oom" || got[0].Reason != "operation not permitted" {
 		t.Errorf("aborts rejected: %+v", got)
 	}
-	if u[EventPressure] != variantSampled {
-		t.Errorf("pressure: %q", u[EventPressure])
+	if u[stream.EventPressure] != variantSampled {
+		t.Errorf("pressure: %q", u[stream.EventPressure])
 	}
-	if !strings.HasPrefix(u[EventDrops], "tp_btf/kfree_skb (rx_sk) reasons PROTO_MEM=20 SOCKET_BACKLOG=29") {
-		t.Errorf("drops: %q", u[EventDrops])
+	if !strings.HasPrefix(u[stream.EventDrops], "tp_btf/kfree_skb (rx_sk) reasons PROTO_MEM=20 SOCKET_BACKLOG=29") {
+		t.Errorf("drops: %q", u[stream.EventDrops])
 	}
 
 	// A kernel that allows fexit.
 	hooks = selectHooks(fakeKernel(t, drops, rst, modern, fns...), HooksAuto, allow)
 	u = using(hooks)
-	if u[EventAborts] != "fexit/tcp_check_oom" || !strings.HasPrefix(u[EventPressure], "fexit/tcp_enter_memory_pressure") {
+	if u[stream.EventAborts] != "fexit/tcp_check_oom" || !strings.HasPrefix(u[stream.EventPressure], "fexit/tcp_enter_memory_pressure") {
 		t.Errorf("fexit kernel: %v", u)
 	}
 	if !reflect.DeepEqual(hooks[0].programs, []string{bpfProgFexitTcpCheckOom}) {
@@ -166,8 +169,8 @@ func TestSelectHooks(t *testing.T) {
 	}
 	// ... unless told not to.
 	hooks = selectHooks(fakeKernel(t, drops, rst, modern, fns...), HooksTracepoints, allow)
-	if using(hooks)[EventAborts] != "tp_btf/tcp_send_reset reason TCP_ABORT_ON_MEMORY=13" {
-		t.Errorf("--hooks=tracepoints still chose %q", using(hooks)[EventAborts])
+	if using(hooks)[stream.EventAborts] != "tp_btf/tcp_send_reset reason TCP_ABORT_ON_MEMORY=13" {
+		t.Errorf("--hooks=tracepoints still chose %q", using(hooks)[stream.EventAborts])
 	}
 
 	// 6.1-like: no reset reasons, kfree_skb without rx_sk, no fexit: aborts unavailable, said why.
@@ -175,13 +178,13 @@ func TestSelectHooks(t *testing.T) {
 	hooks = selectHooks(fakeKernel(t, drops, nil, old, fns...), HooksAuto, eperm)
 	u = using(hooks)
 	if hooks[0].Available() {
-		t.Errorf("aborts available on a kernel with no way to see them: %q", u[EventAborts])
+		t.Errorf("aborts available on a kernel with no way to see them: %q", u[stream.EventAborts])
 	}
 	if r := hooks[0].Rejected; len(r) != 2 || !strings.Contains(r[1].Reason, "6.10") {
 		t.Errorf("aborts rejected: %+v", r)
 	}
-	if !strings.HasPrefix(u[EventDrops], "tp_btf/kfree_skb (skb->sk)") || hooks[2].tcpSlotsElsewhere != 0 {
-		t.Errorf("drops on 6.1 without fexit: %q", u[EventDrops])
+	if !strings.HasPrefix(u[stream.EventDrops], "tp_btf/kfree_skb (skb->sk)") || hooks[2].tcpSlotsElsewhere != 0 {
+		t.Errorf("drops on 6.1 without fexit: %q", u[stream.EventDrops])
 	}
 	if n := strings.Join(hooks[2].Notes, " "); !strings.Contains(n, "no owner") {
 		t.Errorf("drops notes on 6.1 without fexit: %q", n)
@@ -193,7 +196,7 @@ func TestSelectHooks(t *testing.T) {
 	// check, with their socket, and kfree_skb leaves them alone.
 	hooks = selectHooks(fakeKernel(t, drops, nil, old, append(fns, "tcp_try_rmem_schedule/3", "tcp_add_backlog/3")...), HooksAuto, allow)
 	if d := hooks[2]; !strings.HasPrefix(d.Using, "fexit/tcp_add_backlog (TCP SOCKET_BACKLOG), fexit/tcp_try_rmem_schedule (TCP PROTO_MEM), tp_btf/kfree_skb (skb->sk)") ||
-		d.tcpSlotsElsewhere != 1<<slotProtoMem|1<<slotSocketBacklog || len(d.programs) != 3 {
+		d.tcpSlotsElsewhere != 1<<stream.ReasonProtoMem|1<<stream.ReasonSocketBacklog || len(d.programs) != 3 {
 		t.Errorf("drops on 6.1 with fexit: %q, slots %b, programs %v", d.Using, d.tcpSlotsElsewhere, d.programs)
 	}
 }
@@ -261,17 +264,45 @@ func TestGoTypesMatchC(t *testing.T) {
 			}
 		}
 	}
-	if MemoryDropReasons[slotProtoMem-1] != "PROTO_MEM" || MemoryDropReasons[slotSocketBacklog-1] != "SOCKET_BACKLOG" {
-		t.Error("SLOT_PROTO_MEM / SLOT_SOCKET_BACKLOG do not match MemoryDropReasons")
+	var cfg bpfConfig
+	if sz := spec.Variables[bpfVarCFG].Size(); int(sz) != int(unsafe.Sizeof(cfg)) {
+		t.Errorf("CFG: %d bytes in the object, bpfConfig %d", sz, unsafe.Sizeof(cfg))
 	}
-	var c bpfCounts
-	if len(c.TcpDrops) != dropSlots || len(MemoryDropReasons) >= dropSlots {
-		t.Errorf("DROP_SLOTS %d, Go dropSlots %d, %d tracked reasons", len(c.TcpDrops), dropSlots, len(MemoryDropReasons))
+}
+
+// The stream package's constants are generated from this object's enums
+// (make generate): a stale enums_gen.go would name counters wrongly.
+func TestStreamEnumsMatchObject(t *testing.T) {
+	spec, err := loadBpf()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if sz := spec.Variables[bpfVarDropSlot].Size(); sz != maxDropReasons {
-		t.Errorf("drop_slot has %d entries, Go maxDropReasons %d", sz, maxDropReasons)
-	}
-	if eventSize != int(unsafe.Sizeof(bpfEvent{})) {
-		t.Error("eventSize")
+	for _, tc := range []struct {
+		enum, prefix, count string
+		name                func(v uint64) string
+		lower               bool
+	}{
+		{"counter", "COUNTER_", "COUNTERS", func(v uint64) string { return stream.Counter(v).String() }, true},
+		{"drop_slot", "DROP_SLOT_", "DROP_SLOTS", func(v uint64) string { return stream.Reason(v).String() }, false},
+		{"drop_cause", "DROP_CAUSE_", "DROP_CAUSES", func(v uint64) string { return stream.DropCause(v).String() }, true},
+		{"event_kind", "EV_", "", func(v uint64) string { return stream.Kind(v).String() }, true},
+		{"abort_cause", "ABORT_", "", func(v uint64) string { return stream.AbortCause(v).String() }, true},
+	} {
+		var e *btf.Enum
+		if err := spec.Types.TypeByName(tc.enum, &e); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range e.Values {
+			want := strings.TrimPrefix(v.Name, tc.prefix)
+			if tc.lower {
+				want = strings.ToLower(want)
+			}
+			if v.Name == tc.count {
+				continue
+			}
+			if got := tc.name(v.Value); got != want {
+				t.Errorf("enum %s: %s = %d is %q in the stream package, want %q (run make generate)", tc.enum, v.Name, v.Value, got, want)
+			}
+		}
 	}
 }

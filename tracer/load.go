@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 	"strings"
@@ -10,10 +11,40 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
 )
 
+// object is our ELF, parsed, with the maps that owe nothing to the kernel's
+// facts already made.
+type object struct {
+	spec *ebpf.CollectionSpec
+	maps map[string]*ebpf.Map
+	err  error
+}
+
+func (o object) close() {
+	for _, m := range o.maps {
+		m.Close()
+	}
+}
+
+// prepareObject parses the ELF and makes its maps on another goroutine:
+// it overlaps with the parse of the kernel's BTF, which it does not need.
+func prepareObject(ringBufSize int) <-chan object {
+	c := make(chan object, 1)
+	go func() {
+		var o object
+		if o.spec, o.err = loadBpf(); o.err == nil {
+			o.spec.Maps[bpfMapEvents].MaxEntries = uint32(ringBufSize)
+			o.maps, o.err = premakeMaps(o.spec)
+		}
+		c <- o
+	}()
+	return c
+}
+
 // premakeMaps creates every map but the data sections (.rodata holds the
-// values learnt from the kernel's BTF): it can run while that is parsed.
+// values learnt from the kernel's BTF).
 func premakeMaps(spec *ebpf.CollectionSpec) (map[string]*ebpf.Map, error) {
 	out := map[string]*ebpf.Map{}
 	for name, ms := range spec.Maps {
@@ -32,6 +63,54 @@ func premakeMaps(spec *ebpf.CollectionSpec) (map[string]*ebpf.Map, error) {
 	return out, nil
 }
 
+// load configures the programs for this trace and this kernel, keeps the
+// ones the chosen hooks need, and loads them.
+func (t *Tracer) load(obj object, k *kernelFacts, cache *btf.Cache) (*ebpf.Collection, error) {
+	spec := obj.spec
+	t.settings = bpfSettings(t.cfg, k, t.hooks)
+	if !canLoadThroughScalarPointers(spec, obj.maps, cache) {
+		// Older verifiers refuse loads through pointers to scalars; read
+		// those few words with bpf_probe_read_kernel instead.
+		t.settings.ScalarPtrProbeRead = 1
+		t.info.Notes = append(t.info.Notes, "this kernel's verifier refuses direct loads through pointers to scalars: memory_pressure and tcp_mem are read with bpf_probe_read_kernel")
+	}
+	if err := spec.Variables[bpfVarCFG].Set(t.settings); err != nil {
+		return nil, fmt.Errorf("configuring the programs: %w", err)
+	}
+	if err := spec.Variables[bpfVarPressureCur].Set(initialPressure()); err != nil {
+		return nil, fmt.Errorf("configuring the programs: %w", err)
+	}
+	keep := map[string]bool{bpfProgSnapshotOwners: true}
+	for _, h := range t.hooks {
+		for _, p := range h.programs {
+			keep[p] = true
+		}
+	}
+	for name := range spec.Programs {
+		if !keep[name] {
+			delete(spec.Programs, name)
+		}
+	}
+	coll, err := loadCollection(spec, obj.maps, cache)
+	if err != nil {
+		return nil, loadError(err)
+	}
+	return coll, nil
+}
+
+// canLoadThroughScalarPointers is a feature probe: it loads, alone, a
+// program that reads *prot->memory_pressure directly.
+func canLoadThroughScalarPointers(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map, cache *btf.Cache) bool {
+	probe := spec.Copy()
+	probe.Programs = map[string]*ebpf.ProgramSpec{bpfProgProbeScalarPtrLoad: probe.Programs[bpfProgProbeScalarPtrLoad]}
+	coll, err := ebpf.NewCollectionWithOptions(probe, ebpf.CollectionOptions{MapReplacements: maps, Cache: cache})
+	if err != nil {
+		return false
+	}
+	coll.Close()
+	return true
+}
+
 // loadCollection creates the remaining maps, then loads the programs in two
 // halves at once, balanced by size: the kernel verifies each program on its
 // own, and verifying the largest ones is most of the start-up. Both halves
@@ -45,23 +124,7 @@ func loadCollection(spec *ebpf.CollectionSpec, made map[string]*ebpf.Map, cache 
 	}
 	coll.Programs = map[string]*ebpf.Program{}
 
-	var names []string
-	for name := range spec.Programs {
-		names = append(names, name)
-	}
-	size := func(n string) int { return len(spec.Programs[n].Instructions) }
-	sort.Slice(names, func(i, j int) bool { return size(names[i]) > size(names[j]) })
-	var halves [2][]string
-	var load [2]int
-	for _, n := range names { // largest first, each to the lighter half
-		i := 0
-		if load[1] < load[0] {
-			i = 1
-		}
-		halves[i] = append(halves[i], n)
-		load[i] += size(n)
-	}
-
+	halves := balance(spec)
 	var (
 		wg    sync.WaitGroup
 		parts [2]*ebpf.Collection
@@ -106,4 +169,92 @@ func loadCollection(spec *ebpf.CollectionSpec, made map[string]*ebpf.Map, cache 
 		return nil, err
 	}
 	return coll, nil
+}
+
+// balance splits the programs in two halves of about the same size,
+// largest first, each to the lighter half.
+func balance(spec *ebpf.CollectionSpec) [2][]string {
+	var names []string
+	for name := range spec.Programs {
+		names = append(names, name)
+	}
+	size := func(n string) int { return len(spec.Programs[n].Instructions) }
+	sort.Slice(names, func(i, j int) bool { return size(names[i]) > size(names[j]) })
+	var halves [2][]string
+	var load [2]int
+	for _, n := range names {
+		i := 0
+		if load[1] < load[0] {
+			i = 1
+		}
+		halves[i] = append(halves[i], n)
+		load[i] += size(n)
+	}
+	return halves
+}
+
+// loadError makes a verifier rejection readable: its last lines say why.
+func loadError(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		log := ve.Log
+		if len(log) > 12 {
+			log = log[len(log)-12:]
+		}
+		return fmt.Errorf("the kernel's verifier rejected a program: %s\n%s", ve.Cause, strings.Join(log, "\n"))
+	}
+	return fmt.Errorf("loading BPF programs: %w", err)
+}
+
+// attachAll attaches every chosen hook's programs.
+func (t *Tracer) attachAll(spec *ebpf.CollectionSpec) error {
+	for i := range t.hooks {
+		if err := t.attach(&t.hooks[i], spec); err != nil {
+			return err
+		}
+	}
+	t.info.Hooks = reports(t.hooks)
+	return nil
+}
+
+func (t *Tracer) attach(h *hook, spec *ebpf.CollectionSpec) error {
+	for _, name := range h.programs {
+		prog, section := t.coll.Programs[name], spec.Programs[name].SectionName
+		var (
+			l   link.Link
+			err error
+		)
+		if tp, ok := strings.CutPrefix(section, "tracepoint/"); ok {
+			group, event, _ := strings.Cut(tp, "/")
+			l, err = link.Tracepoint(group, event, prog, nil)
+		} else {
+			l, err = link.AttachTracing(link.TracingOptions{Program: prog})
+		}
+		if err != nil {
+			if h.optional {
+				h.Notes = append(h.Notes, fmt.Sprintf("%s: not attached: %s", section, shortReason(err)))
+				continue
+			}
+			return fmt.Errorf("attaching %s (%s): %w", section, h.Event, err)
+		}
+		t.links = append(t.links, l)
+		t.progs = append(t.progs, prog)
+	}
+	return nil
+}
+
+// runIterator runs an iterator program once, for its side effects.
+func runIterator(prog *ebpf.Program) error {
+	l, err := link.AttachIter(link.IterOptions{Program: prog})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	it, err := l.Open()
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	_, err = io.Copy(io.Discard, it)
+	return err
 }

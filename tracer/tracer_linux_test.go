@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
-	"github.com/tcpmemtrace/tcpmemtrace/internal/privtest"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/enrich"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
-	"github.com/tcpmemtrace/tcpmemtrace/internal/workload"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/privtest"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/workload"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 	"github.com/tcpmemtrace/tcpmemtrace/tracer"
 )
 
@@ -25,8 +27,8 @@ func TestMain(m *testing.M) {
 // tracer starts so no other test's episode is counted, and every lowered
 // sysctl is restored before the tracer stops.
 type traced struct {
-	final  tracer.Snapshot
-	events []tracer.Event
+	final  stream.Snapshot
+	events []stream.Event
 	res    workload.Result
 	// lowered and restored bound the time the sysctls were changed.
 	lowered, restored time.Time
@@ -67,7 +69,9 @@ func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced 
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		rerr = tr.Run(ctx, func(r tracer.Record) error {
+		// Through the enrich stage, as the command runs it: it names
+		// owners and finds who held the memory as an episode began.
+		rerr = enrich.Wrap(tr, enrich.Options{}).Run(ctx, func(r stream.Record) error {
 			if r.Event != nil {
 				out.events = append(out.events, *r.Event)
 			}
@@ -125,14 +129,14 @@ func TestOutOfMemoryAborts(t *testing.T) {
 
 	// With 300 connections the reader's forced first-skb charges alone keep
 	// allocated above tcp_mem[2], so every writer close is an abort.
-	if want := r.res.Delta("TCPAbortOnMemory"); tot.MemAborts != want || want < conns {
-		t.Errorf("mem_aborts = %d, kernel's ΔTCPAbortOnMemory = %d (want >= %d)", tot.MemAborts, want, conns)
+	if want := r.res.Delta("TCPAbortOnMemory"); tot.Events[stream.MemAborts] != want || want < conns {
+		t.Errorf("mem_aborts = %d, kernel's ΔTCPAbortOnMemory = %d (want >= %d)", tot.Events[stream.MemAborts], want, conns)
 	}
-	if tot.OrphanAborts != 0 {
-		t.Errorf("orphan_aborts = %d, want 0", tot.OrphanAborts)
+	if tot.Events[stream.OrphanAborts] != 0 {
+		t.Errorf("orphan_aborts = %d, want 0", tot.Events[stream.OrphanAborts])
 	}
-	if want := r.res.Delta("TCPRcvQDrop") + r.res.Delta("TCPOFODrop"); tot.Drops["PROTO_MEM"] != want || want == 0 {
-		t.Errorf("drops[PROTO_MEM] = %d, kernel's Δ(TCPRcvQDrop+TCPOFODrop) = %d (want > 0)", tot.Drops["PROTO_MEM"], want)
+	if want := r.res.Delta("TCPRcvQDrop") + r.res.Delta("TCPOFODrop"); tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != want || want == 0 {
+		t.Errorf("drops[PROTO_MEM] = %d, kernel's Δ(TCPRcvQDrop+TCPOFODrop) = %d (want > 0)", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], want)
 	}
 	// Pressure is global; the entry is counted in the namespace of the
 	// socket that crossed the threshold: the test's, or (rarely) the host's.
@@ -143,17 +147,17 @@ func TestOutOfMemoryAborts(t *testing.T) {
 
 	// Why: the global limits, for every drop; and the writer's writes were
 	// cut short while under pressure.
-	causes := tot.DropsByCause
-	if global := causes["global_hard_limit"] + causes["global_pressure"]; global != tot.Drops["PROTO_MEM"] ||
-		causes["rcvbuf"]+causes["memcg"]+causes["unknown"] != 0 {
-		t.Errorf("drops_by_cause %v for %d PROTO_MEM drops: want only global causes", causes, tot.Drops["PROTO_MEM"])
+	causes := tot.Causes
+	if global := causes[stream.CauseGlobalHardLimit] + causes[stream.CauseGlobalPressure]; global != tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] ||
+		causes[stream.CauseRcvbuf]+causes[stream.CauseMemcg]+causes[stream.CauseUnknown] != 0 {
+		t.Errorf("drops_by_cause %v for %d PROTO_MEM drops: want only global causes", causes, tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem])
 	}
-	if w := owner(r, r.res.WriterPID); r.sendHook && (w == nil || w.SendStalls == 0) {
+	if w := owner(r, r.res.WriterPID); r.sendHook && (w == nil || w.Events[stream.SendStalls] == 0) {
 		t.Errorf("writer's send stalls: %+v", w)
 	}
 }
 
-func owner(r traced, pid int) *tracer.OwnerCounts {
+func owner(r traced, pid int) *stream.OwnerCounts {
 	for i := range r.final.Owners {
 		if int(r.final.Owners[i].PID) == pid {
 			return &r.final.Owners[i]
@@ -163,18 +167,18 @@ func owner(r traced, pid int) *tracer.OwnerCounts {
 }
 
 // onlyCause: every TCP memory drop of the run has this cause.
-func onlyCause(t *testing.T, r traced, cause string) {
+func onlyCause(t *testing.T, r traced, cause stream.DropCause) {
 	t.Helper()
 	tot := r.final.Totals
 	drops := r.res.Delta("TCPRcvQDrop") + r.res.Delta("TCPOFODrop")
 	t.Logf("drops_by_cause %v; kernel TCPRcvQDrop %d TCPOFODrop %d RcvPruned %d OfoPruned %d",
-		tot.DropsByCause, r.res.Delta("TCPRcvQDrop"), r.res.Delta("TCPOFODrop"), r.res.Delta("RcvPruned"), r.res.Delta("OfoPruned"))
-	if drops == 0 || tot.Drops["PROTO_MEM"] != drops {
-		t.Fatalf("drops[PROTO_MEM] = %d, kernel %d (want > 0)", tot.Drops["PROTO_MEM"], drops)
+		tot.Causes, r.res.Delta("TCPRcvQDrop"), r.res.Delta("TCPOFODrop"), r.res.Delta("RcvPruned"), r.res.Delta("OfoPruned"))
+	if drops == 0 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops {
+		t.Fatalf("drops[PROTO_MEM] = %d, kernel %d (want > 0)", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops)
 	}
-	for c, v := range tot.DropsByCause {
-		if (c == cause && v != drops) || (c != cause && v != 0) {
-			t.Errorf("drops_by_cause[%s] = %d, want every one of %d drops under %s", c, v, drops, cause)
+	for c, v := range tot.Causes {
+		if (stream.DropCause(c) == cause && v != drops) || (stream.DropCause(c) != cause && v != 0) {
+			t.Errorf("drops_by_cause[%s] = %d, want every one of %d drops under %s", stream.DropCause(c), v, drops, cause)
 		}
 	}
 }
@@ -196,8 +200,8 @@ func TestMemcgLimitedDrops(t *testing.T) {
 	})
 	r := trace(t, workload.Scenario{Kind: workload.OOM, Conns: 50, WriteFor: 3 * time.Second, ReaderMemcg: memcg,
 		WriterSndbuf: 64 << 10}, nil)
-	onlyCause(t, r, "memcg")
-	if r.final.Totals.PressureEpisodes != 0 || r.final.Totals.MemAborts != 0 {
+	onlyCause(t, r, stream.CauseMemcg)
+	if r.final.Totals.PressureEpisodes != 0 || r.final.Totals.Events[stream.MemAborts] != 0 {
 		t.Errorf("global pressure or aborts with tcp_mem untouched: %+v", r.final.Totals)
 	}
 }
@@ -206,7 +210,7 @@ func TestMemcgLimitedDrops(t *testing.T) {
 func TestRcvbufDrops(t *testing.T) {
 	privtest.Require(t)
 	r := trace(t, workload.Scenario{Kind: workload.Rcvbuf, Conns: 50, WriteFor: 2 * time.Second}, nil)
-	onlyCause(t, r, "rcvbuf")
+	onlyCause(t, r, stream.CauseRcvbuf)
 }
 
 // Pressure without a reachable hard limit: one episode, inside the time the
@@ -221,7 +225,7 @@ func TestPressureOnly(t *testing.T) {
 	}
 	a := aggregate.New(time.Now())
 	for i := range r.events {
-		a.Add(tracer.Record{Event: &r.events[i]})
+		a.Add(stream.Record{Event: &r.events[i]})
 	}
 	eps := a.Summary().Episodes
 	if len(eps) != 1 {
@@ -242,8 +246,8 @@ func TestPressureOnly(t *testing.T) {
 	if !held {
 		t.Errorf("holders at the start %+v do not include the reader or the writer", ep.Holders)
 	}
-	if ep.PeakPages <= 2000 || tot.MemAborts != 0 {
-		t.Errorf("peak %d pages (want > 2000, the pressure watermark), %d aborts (want 0)", ep.PeakPages, tot.MemAborts)
+	if ep.PeakPages <= 2000 || tot.Events[stream.MemAborts] != 0 {
+		t.Errorf("peak %d pages (want > 2000, the pressure watermark), %d aborts (want 0)", ep.PeakPages, tot.Events[stream.MemAborts])
 	}
 }
 
@@ -254,11 +258,11 @@ func TestTooManyOrphans(t *testing.T) {
 		map[string]string{"net/ipv4/tcp_max_orphans": "0"})
 	tot := r.final.Totals
 	t.Logf("totals %+v; kernel ΔTCPAbortOnMemory %d", tot, r.res.Delta("TCPAbortOnMemory"))
-	if want := r.res.Delta("TCPAbortOnMemory"); tot.OrphanAborts != want || want < conns {
-		t.Errorf("orphan_aborts = %d, kernel's ΔTCPAbortOnMemory = %d (want >= %d)", tot.OrphanAborts, want, conns)
+	if want := r.res.Delta("TCPAbortOnMemory"); tot.Events[stream.OrphanAborts] != want || want < conns {
+		t.Errorf("orphan_aborts = %d, kernel's ΔTCPAbortOnMemory = %d (want >= %d)", tot.Events[stream.OrphanAborts], want, conns)
 	}
-	if tot.MemAborts != 0 {
-		t.Errorf("mem_aborts = %d, want 0", tot.MemAborts)
+	if tot.Events[stream.MemAborts] != 0 {
+		t.Errorf("mem_aborts = %d, want 0", tot.Events[stream.MemAborts])
 	}
 	checkEvents(t, r)
 	// Every victim was already closed by the writer (an orphan that keeps
@@ -266,7 +270,7 @@ func TestTooManyOrphans(t *testing.T) {
 	// in FIN_WAIT1 until its zero-window probe timer kills it.
 	var late int
 	for _, e := range r.events {
-		if e.Kind != tracer.KindAbort {
+		if e.Kind != stream.KindAbort {
 			continue
 		}
 		d, ok := e.SinceClose()
@@ -295,12 +299,12 @@ func checkEvents(t *testing.T, r traced) {
 	var aborts, drops uint64
 	for _, e := range r.events {
 		switch e.Kind {
-		case tracer.KindAbort:
+		case stream.KindAbort:
 			aborts++
 			if int(e.Owner.PID) != r.res.WriterPID || e.Owner.Comm != "tmt-writer" {
 				t.Errorf("abort owned by %d %q, want the writer %d", e.Owner.PID, e.Owner.Comm, r.res.WriterPID)
 			}
-		case tracer.KindDrop:
+		case stream.KindDrop:
 			if e.Reason != "PROTO_MEM" {
 				continue
 			}
@@ -310,20 +314,20 @@ func checkEvents(t *testing.T, r traced) {
 			}
 		}
 	}
-	if aborts != tot.Aborts() || drops != tot.Drops["PROTO_MEM"] {
-		t.Errorf("events: %d aborts, %d PROTO_MEM drops; totals: %d, %d", aborts, drops, tot.Aborts(), tot.Drops["PROTO_MEM"])
+	if aborts != tot.Aborts() || drops != tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] {
+		t.Errorf("events: %d aborts, %d PROTO_MEM drops; totals: %d, %d", aborts, drops, tot.Aborts(), tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem])
 	}
 }
 
 // checkHooks logs the variant of each event and, when the kernel matrix says
 // which family it expects (TCPMEMTRACE_EXPECT_HOOKS=fexit|tracepoint),
 // asserts that aborts and pressure use it.
-func checkHooks(t *testing.T, hooks []tracer.Hook) {
+func checkHooks(t *testing.T, hooks []stream.Hook) {
 	t.Helper()
 	want := os.Getenv("TCPMEMTRACE_EXPECT_HOOKS")
 	for _, h := range hooks {
 		t.Logf("hook %s: %s %v", h.Event, h.Using, h.Rejected)
-		if h.Event != tracer.EventAborts && h.Event != tracer.EventPressure {
+		if h.Event != stream.EventAborts && h.Event != stream.EventPressure {
 			continue
 		}
 		if fexit := strings.HasPrefix(h.Using, "fexit/"); (want == "fexit" && !fexit) || (want == "tracepoint" && fexit) {
@@ -362,12 +366,12 @@ func TestRecordBudget(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
 		records uint64
-		final   tracer.Snapshot
+		final   stream.Snapshot
 		done    = make(chan error)
 	)
 	go func() {
-		done <- tr.Run(ctx, func(r tracer.Record) error {
-			if r.Event != nil && r.Event.Kind == tracer.KindDrop {
+		done <- tr.Run(ctx, func(r stream.Record) error {
+			if r.Event != nil && r.Event.Kind == stream.KindDrop {
 				records++
 			}
 			if r.Snapshot != nil && r.Snapshot.Final {
@@ -394,8 +398,8 @@ func TestRecordBudget(t *testing.T) {
 	tot := final.Totals
 	kernel := after.Get("Udp", "RcvbufErrors") - before.Get("Udp", "RcvbufErrors")
 	t.Logf("kernel %d drops; counted %d; records %d, unsampled %d, lost %d over %v",
-		kernel, tot.OtherDrops["SOCKET_RCVBUFF"], records, tot.Unsampled, tot.LostSamples, traced)
-	if got := tot.OtherDrops["SOCKET_RCVBUFF"]; got != kernel || kernel < 10000 {
+		kernel, tot.Drops[stream.ProtoOther][stream.ReasonSocketRcvbuff], records, tot.Unsampled, tot.LostSamples, traced)
+	if got := tot.Drops[stream.ProtoOther][stream.ReasonSocketRcvbuff]; got != kernel || kernel < 10000 {
 		t.Errorf("counted %d SOCKET_RCVBUFF drops, kernel's ΔRcvbufErrors %d (want >= 10000)", got, kernel)
 	}
 	if records+tot.Unsampled+tot.LostSamples != kernel {

@@ -21,10 +21,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/enrich"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/metrics"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/record"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/render"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 	"github.com/tcpmemtrace/tcpmemtrace/tracer"
 )
 
@@ -207,28 +209,36 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err := resolveFilters(o, &cfg); err != nil {
 		return usageError{err}
 	}
-
+	unmount := ensureTracefs(stderr)
+	defer unmount()
 	tr, err := tracer.New(cfg)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
-	if tr.Info().TCPMem[2] == 0 {
+	p := pipeline{src: enrich.Wrap(tr, enrich.Options{})}
+	return trace(ctx, p, o, stdout, stderr)
+}
+
+// trace runs a live source with what the flags ask for beside the output:
+// a recording, metrics, the kernel log comparison.
+func trace(ctx context.Context, p pipeline, o options, stdout, stderr io.Writer) error {
+	info := p.src.Info()
+	if info.TCPMem[2] == 0 {
 		// tcp_mem is global but only the host's network namespace shows it.
 		fmt.Fprintln(stderr, "tcpmemtrace: warning: cannot read net.ipv4.tcp_mem (not in the host network namespace?): "+
 			"the limits are unknown; run in the host's (Kubernetes: hostNetwork: true)")
 	}
 	if o.quiet { // a daemon's log says what it watches
-		render.WriteHooks(stderr, tr.Info().Hooks)
+		render.WriteHooks(stderr, info.Hooks)
 	}
-	var keep []func(tracer.Record) error
 	if o.write != "" {
-		w, err := record.Create(o.write, tr.Info(), int64(o.writeMiB)<<20, o.writeFiles)
+		w, err := record.Create(o.write, info, int64(o.writeMiB)<<20, o.writeFiles)
 		if err != nil {
 			return err
 		}
 		defer w.Close()
-		keep = append(keep, func(r tracer.Record) error {
+		p.keep = append(p.keep, func(r stream.Record) error {
 			if err := w.Write(r); err != nil {
 				return fmt.Errorf("recording: %w", err)
 			}
@@ -236,20 +246,19 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		})
 	}
 	if o.metrics != "" {
-		col := metrics.New(tr.Info().PageSize, o.metricsTop, 5*time.Minute)
+		col := metrics.New(info.PageSize, o.metricsTop, 5*time.Minute)
 		srv, addr, err := metrics.Serve(o.metrics, col)
 		if err != nil {
 			return fmt.Errorf("--metrics-addr: %w", err)
 		}
 		defer srv.Close()
 		fmt.Fprintf(stderr, "tcpmemtrace: metrics on http://%s/metrics\n", addr)
-		keep = append(keep, func(r tracer.Record) error { col.Add(r); return nil })
+		p.keep = append(p.keep, func(r stream.Record) error { col.Add(r); return nil })
 	}
-	var kw *kmsg.Watcher
 	if !o.quiet { // the kernel log is only compared in the summary
-		var kerr error
-		if kw, kerr = kmsg.Start(); kerr != nil {
-			fmt.Fprintf(stderr, "tcpmemtrace: kernel log not readable (%v): no rate-limit comparison\n", kerr)
+		var err error
+		if p.kernelLog, err = kmsg.Start(); err != nil {
+			fmt.Fprintf(stderr, "tcpmemtrace: kernel log not readable (%v): no rate-limit comparison\n", err)
 		}
 	}
 	if o.duration > 0 {
@@ -257,7 +266,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, o.duration)
 		defer cancel()
 	}
-	return present(ctx, tr, o, stdout, keep, kw)
+	return present(ctx, p, outputOf(o, stdout))
 }
 
 // replay shows a recording through the same path as a live trace.
@@ -267,7 +276,7 @@ func replay(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer r.Close()
-	var src tracer.Source = r
+	var src stream.Source = r
 	f := record.Filter{Comm: o.comm, Cgroup: o.cgroup}
 	for _, p := range o.pids {
 		f.PIDs = append(f.PIDs, uint32(p))
@@ -275,39 +284,50 @@ func replay(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if !f.Empty() {
 		src = record.Filtered(r, f)
 	}
-	err = present(ctx, src, o, stdout, nil, nil)
+	err = present(ctx, pipeline{src: src}, outputOf(o, stdout))
 	if w := r.Warning(); w != nil {
 		fmt.Fprintf(stderr, "tcpmemtrace: warning: %v\n", w)
 	}
 	return err
 }
 
-// present runs a source into the chosen output: header, events, summary
-// (nothing with --quiet). keep sees every record first (the recording, the
-// metrics); kw is the live kernel log watcher, if any.
-func present(ctx context.Context, src tracer.Source, o options, stdout io.Writer, keep []func(tracer.Record) error, kw *kmsg.Watcher) error {
-	if f, ok := stdout.(*os.File); ok && isTerminal(f) && !o.json && !o.lines && !o.quiet {
-		return view(ctx, src, o, f, keep, kw)
+// output is how the trace is shown.
+type output struct {
+	w        io.Writer
+	by       string // the summary's grouping
+	json     bool
+	quiet    bool
+	view     bool // the full-screen view
+	interval time.Duration
+	realtime bool // a replay at its recorded pace
+	replay   bool
+}
+
+func outputOf(o options, stdout io.Writer) output {
+	return output{w: stdout, by: o.by, json: o.json, quiet: o.quiet, interval: o.interval, realtime: o.realtime,
+		replay: o.read != "", view: isTerminal(stdout) && !o.json && !o.lines && !o.quiet}
+}
+
+// present shows the stream: the full-screen view on a terminal, otherwise
+// a header, a line per event and the summary (nothing with --quiet).
+func present(ctx context.Context, p pipeline, out output) error {
+	if out.view {
+		return view(ctx, p, out)
 	}
-	var sink render.Sink = render.NewText(stdout, o.by)
-	if o.json {
-		sink = render.NewJSON(stdout)
+	var sink render.Sink = render.NewText(out.w, out.by)
+	if out.json {
+		sink = render.NewJSON(out.w)
 	}
-	if o.quiet {
+	if out.quiet {
 		sink = render.Discard{}
 	}
-	info := src.Info()
+	info := p.src.Info()
 	if err := sink.Start(info); err != nil {
 		return err
 	}
-	live := isTerminal(stdout)
+	live := isTerminal(out.w)
 	agg := aggregate.New(info.Start)
-	err := src.Run(ctx, func(r tracer.Record) error {
-		for _, k := range keep {
-			if err := k(r); err != nil {
-				return err
-			}
-		}
+	err := p.run(ctx, func(r stream.Record) error {
 		agg.Add(r)
 		if r.Event != nil {
 			if err := sink.Event(r.Event); err != nil {
@@ -319,8 +339,8 @@ func present(ctx context.Context, src tracer.Source, o options, stdout io.Writer
 		}
 		return sink.Flush()
 	})
-	if kw != nil {
-		agg.SetKernelLog(kw.Stop())
+	if kl, ok := p.stopKernelLog(); ok {
+		agg.SetKernelLog(kl)
 	}
 	if err != nil {
 		return err

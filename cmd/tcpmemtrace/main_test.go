@@ -18,10 +18,11 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/tcpmemtrace/tcpmemtrace/internal/privtest"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/render"
-	"github.com/tcpmemtrace/tcpmemtrace/internal/workload"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/privtest"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/workload"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 var binary string // the real tcpmemtrace, built once
@@ -286,14 +287,14 @@ func TestOutOfMemoryEndToEnd(t *testing.T) {
 		t.Errorf("start object %+v", r.start)
 	}
 	tot := r.summary.Totals
-	if want := r.delta("TCPAbortOnMemory"); tot.MemAborts != want || want < 300 {
-		t.Errorf("mem_aborts = %d, ΔTCPAbortOnMemory = %d (want >= 300)", tot.MemAborts, want)
+	if want := r.delta("TCPAbortOnMemory"); tot.Events[stream.MemAborts] != want || want < 300 {
+		t.Errorf("mem_aborts = %d, ΔTCPAbortOnMemory = %d (want >= 300)", tot.Events[stream.MemAborts], want)
 	}
-	if tot.OrphanAborts != 0 {
-		t.Errorf("orphan_aborts = %d, want 0", tot.OrphanAborts)
+	if tot.Events[stream.OrphanAborts] != 0 {
+		t.Errorf("orphan_aborts = %d, want 0", tot.Events[stream.OrphanAborts])
 	}
-	if want := r.delta("TCPRcvQDrop") + r.delta("TCPOFODrop"); tot.Drops["PROTO_MEM"] != want || want == 0 {
-		t.Errorf("drops[PROTO_MEM] = %d, Δ(TCPRcvQDrop+TCPOFODrop) = %d (want > 0)", tot.Drops["PROTO_MEM"], want)
+	if want := r.delta("TCPRcvQDrop") + r.delta("TCPOFODrop"); tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != want || want == 0 {
+		t.Errorf("drops[PROTO_MEM] = %d, Δ(TCPRcvQDrop+TCPOFODrop) = %d (want > 0)", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], want)
 	}
 	hostPress := r.hostMIB.Get("TcpExt", "TCPMemoryPressures")
 	if want := r.delta("TCPMemoryPressures") + hostPress; tot.PressureEpisodes != want || want == 0 {
@@ -308,13 +309,13 @@ func TestOutOfMemoryEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	if tot.LostSamples == 0 && uint64(aborts) != tot.MemAborts {
-		t.Errorf("%d abort lines for %d aborts with no sample lost", aborts, tot.MemAborts)
+	if tot.LostSamples == 0 && uint64(aborts) != tot.Events[stream.MemAborts] {
+		t.Errorf("%d abort lines for %d aborts with no sample lost", aborts, tot.Events[stream.MemAborts])
 	}
 	if kl := r.summary.KernelLog; kl == nil || len(kl.Warnings) != 2 {
 		t.Errorf("kernel_log %+v", kl)
-	} else if w := kl.Warnings[0]; w.Events != tot.MemAborts || w.Lines > int(w.Events) {
-		t.Errorf("kernel log warning %+v against %d aborts", w, tot.MemAborts)
+	} else if w := kl.Warnings[0]; w.Events != tot.Events[stream.MemAborts] || w.Lines > int(w.Events) {
+		t.Errorf("kernel log warning %+v against %d aborts", w, tot.Events[stream.MemAborts])
 	} else {
 		t.Logf("kernel log: %d aborts, %d lines printed, %d suppressed", w.Events, w.Lines, kl.Suppressed)
 	}
@@ -335,10 +336,10 @@ func TestAttributionEndToEnd(t *testing.T) {
 	if reader == nil || writer == nil {
 		t.Fatalf("by_process %+v lacks the reader %d or the writer %d", r.summary.ByProcess, r.res.ReaderPID, r.res.WriterPID)
 	}
-	if reader.Comm != "tmt-reader" || reader.Cgroup != r.cgroup || reader.Drops["PROTO_MEM"] != drops {
+	if reader.Comm != "tmt-reader" || reader.Cgroup != r.cgroup || reader.Counts.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops {
 		t.Errorf("reader entry %+v: want comm tmt-reader, cgroup %s, %d PROTO_MEM drops", reader, r.cgroup, drops)
 	}
-	if writer.Comm != "tmt-writer" || writer.MemAborts != aborts || writer.Drops["PROTO_MEM"] != 0 {
+	if writer.Comm != "tmt-writer" || writer.Counts.Events[stream.MemAborts] != aborts || writer.Counts.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != 0 {
 		t.Errorf("writer entry %+v: want %d memory aborts and no drops", writer, aborts)
 	}
 	var cg *render.GroupJSON
@@ -347,7 +348,7 @@ func TestAttributionEndToEnd(t *testing.T) {
 			cg = &r.summary.ByCgroup[i]
 		}
 	}
-	if cg == nil || cg.Drops["PROTO_MEM"] != drops || len(cg.PIDs) != 1 || int(cg.PIDs[0]) != r.res.ReaderPID {
+	if cg == nil || cg.Counts.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops || len(cg.PIDs) != 1 || int(cg.PIDs[0]) != r.res.ReaderPID {
 		t.Errorf("by_cgroup entry for %s: %+v, want the reader's %d drops", r.cgroup, cg, drops)
 	}
 	for _, e := range r.events {
@@ -378,11 +379,11 @@ func TestPIDFilterEndToEnd(t *testing.T) {
 	})
 	tot := r.summary.Totals
 	drops := r.delta("TCPRcvQDrop") + r.delta("TCPOFODrop")
-	if tot.Drops["PROTO_MEM"] != drops || drops == 0 {
-		t.Errorf("drops[PROTO_MEM] = %d, want the reader's %d", tot.Drops["PROTO_MEM"], drops)
+	if tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops || drops == 0 {
+		t.Errorf("drops[PROTO_MEM] = %d, want the reader's %d", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops)
 	}
-	if tot.MemAborts != 0 || r.delta("TCPAbortOnMemory") == 0 {
-		t.Errorf("mem_aborts = %d with the writer filtered out (kernel: %d)", tot.MemAborts, r.delta("TCPAbortOnMemory"))
+	if tot.Events[stream.MemAborts] != 0 || r.delta("TCPAbortOnMemory") == 0 {
+		t.Errorf("mem_aborts = %d with the writer filtered out (kernel: %d)", tot.Events[stream.MemAborts], r.delta("TCPAbortOnMemory"))
 	}
 	for _, e := range r.events {
 		if strings.HasPrefix(e.Type, "pressure") {
@@ -402,9 +403,9 @@ func onlyReader(t *testing.T, r *e2e) {
 	t.Helper()
 	tot := r.summary.Totals
 	drops := r.delta("TCPRcvQDrop") + r.delta("TCPOFODrop")
-	if tot.Drops["PROTO_MEM"] != drops || drops == 0 || tot.MemAborts != 0 || r.delta("TCPAbortOnMemory") == 0 {
+	if tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops || drops == 0 || tot.Events[stream.MemAborts] != 0 || r.delta("TCPAbortOnMemory") == 0 {
 		t.Errorf("drops %d (kernel %d), aborts %d (kernel %d): want only the reader's drops",
-			tot.Drops["PROTO_MEM"], drops, tot.MemAborts, r.delta("TCPAbortOnMemory"))
+			tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops, tot.Events[stream.MemAborts], r.delta("TCPAbortOnMemory"))
 	}
 	for _, e := range r.events {
 		if !strings.HasPrefix(e.Type, "pressure") && int(e.PID) != r.res.ReaderPID {
@@ -439,8 +440,8 @@ func TestCommFilterEndToEnd(t *testing.T) {
 		return []string{"--netns", fmt.Sprint(r.env.NetNS), "--comm", "tmt-writer"}
 	})
 	tot := r.summary.Totals
-	if want := r.delta("TCPAbortOnMemory"); tot.MemAborts != want || want == 0 || tot.Drops["PROTO_MEM"] != 0 {
-		t.Errorf("aborts %d (kernel %d), drops %d: want only the writer's aborts", tot.MemAborts, want, tot.Drops["PROTO_MEM"])
+	if want := r.delta("TCPAbortOnMemory"); tot.Events[stream.MemAborts] != want || want == 0 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != 0 {
+		t.Errorf("aborts %d (kernel %d), drops %d: want only the writer's aborts", tot.Events[stream.MemAborts], want, tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem])
 	}
 	for _, e := range r.events {
 		if !strings.HasPrefix(e.Type, "pressure") && e.Comm != "tmt-writer" {
@@ -491,10 +492,10 @@ func TestRecordAndReplay(t *testing.T) {
 	if !reflect.DeepEqual(replayed.ByProcess, r.summary.ByProcess) {
 		t.Errorf("replayed by_process %+v\n    live %+v", replayed.ByProcess, r.summary.ByProcess)
 	}
-	if got, want := replayed.Totals.MemAborts, r.delta("TCPAbortOnMemory"); got != want || want == 0 {
+	if got, want := replayed.Totals.Events[stream.MemAborts], r.delta("TCPAbortOnMemory"); got != want || want == 0 {
 		t.Errorf("replayed mem_aborts %d, kernel %d", got, want)
 	}
-	if got, want := replayed.Totals.Drops["PROTO_MEM"], r.delta("TCPRcvQDrop")+r.delta("TCPOFODrop"); got != want || want == 0 {
+	if got, want := replayed.Totals.Drops[stream.ProtoTCP][stream.ReasonProtoMem], r.delta("TCPRcvQDrop")+r.delta("TCPOFODrop"); got != want || want == 0 {
 		t.Errorf("replayed drops %d, kernel %d", got, want)
 	}
 	if events := len(lines) - 2; events != len(r.events) {
@@ -509,7 +510,7 @@ func TestRecordAndReplay(t *testing.T) {
 	lines = bytes.Split(bytes.TrimSpace(out), []byte("\n"))
 	var reader render.SummaryObject
 	json.Unmarshal(lines[len(lines)-1], &reader)
-	if reader.Totals.MemAborts != 0 || reader.Totals.Drops["PROTO_MEM"] != r.summary.Totals.Drops["PROTO_MEM"] {
+	if reader.Totals.Events[stream.MemAborts] != 0 || reader.Totals.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != r.summary.Totals.Drops[stream.ProtoTCP][stream.ReasonProtoMem] {
 		t.Errorf("replay -p reader: %+v", reader.Totals)
 	}
 }
@@ -521,7 +522,7 @@ func TestPreexistingConnections(t *testing.T) {
 	s := workload.Scenario{Kind: workload.OOM, Conns: 300, WriteFor: 4 * time.Second, PreConnect: true}
 	r := runE2E(t, s, readerInRoot, func(r *e2e) []string { return []string{"--netns", fmt.Sprint(r.env.NetNS)} })
 	drops := r.delta("TCPRcvQDrop") + r.delta("TCPOFODrop")
-	if reader := r.process(r.res.ReaderPID); reader == nil || reader.Drops["PROTO_MEM"] != drops || drops == 0 {
+	if reader := r.process(r.res.ReaderPID); reader == nil || reader.Counts.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops || drops == 0 {
 		t.Errorf("reader entry %+v, want all %d drops", reader, drops)
 	}
 	if unknown := r.process(0); unknown != nil {

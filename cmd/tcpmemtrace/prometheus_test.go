@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpmemtrace/tcpmemtrace/internal/privtest"
-	"github.com/tcpmemtrace/tcpmemtrace/internal/workload"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/privtest"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/workload"
 )
 
 func freePort(t *testing.T) int {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpmemtrace/tcpmemtrace/internal/netns"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/owner"
 	"github.com/tcpmemtrace/tcpmemtrace/tracer"
 )
@@ -42,7 +44,7 @@ func checkPrivileges() error {
 // (/proc/PID/ns/net), or a name under /run/netns.
 func netnsInode(arg string) (uint32, error) {
 	if n, err := strconv.ParseUint(arg, 10, 32); err == nil {
-		if !netnsExists(uint32(n)) {
+		if _, ok := netns.List()[uint32(n)]; !ok {
 			return 0, fmt.Errorf("no network namespace with inode %d (no process or /run/netns entry uses it)", n)
 		}
 		return uint32(n), nil
@@ -60,18 +62,6 @@ func netnsInode(arg string) (uint32, error) {
 		return 0, fmt.Errorf("%s is not a namespace file", p)
 	}
 	return uint32(st.Ino), nil
-}
-
-func netnsExists(ino uint32) bool {
-	paths, _ := filepath.Glob("/proc/[0-9]*/ns/net")
-	more, _ := filepath.Glob("/run/netns/*")
-	for _, p := range append(paths, more...) {
-		var st unix.Stat_t
-		if unix.Stat(p, &st) == nil && uint32(st.Ino) == ino {
-			return true
-		}
-	}
-	return false
 }
 
 // resolveFilters checks the filters against the running system: an unknown
@@ -148,4 +138,21 @@ func commRunning(comm string) bool {
 		}
 	}
 	return false
+}
+
+// ensureTracefs mounts tracefs when neither usual place has it: classic
+// tracepoints are attached through their ids there. The returned function
+// unmounts what this process mounted.
+func ensureTracefs(stderr io.Writer) (unmount func()) {
+	for _, p := range []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"} {
+		if _, err := os.Stat(p); err == nil {
+			return func() {}
+		}
+	}
+	const at = "/sys/kernel/tracing"
+	if err := unix.Mount("tracefs", at, "tracefs", 0, ""); err != nil {
+		fmt.Fprintf(stderr, "tcpmemtrace: tracefs is not mounted and mounting it at %s failed (%v): accepted sockets get no owner until they send or receive\n", at, err)
+		return func() {}
+	}
+	return func() { _ = unix.Unmount(at, 0) }
 }

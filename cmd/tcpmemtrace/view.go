@@ -12,11 +12,10 @@ import (
 	"github.com/charmbracelet/lipgloss"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
-	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/render"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/tui"
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // holdersTracked is how many processes the view asks sock_diag about for
@@ -27,14 +26,15 @@ const holdersTracked = 200
 // or ctx ends (SIGINT, SIGTERM, -d), then prints the usual summary.
 // bubbletea restores the terminal on every way out, panics in the view
 // included; a panic in the stream is turned into an error for the same.
-func view(ctx context.Context, src tracer.Source, o options, out *os.File, keep []func(tracer.Record) error, kw *kmsg.Watcher) error {
-	info := src.Info()
+func view(ctx context.Context, p pipeline, o output) error {
+	out := o.w.(*os.File) // a terminal
+	info := p.src.Info()
 	shared := tui.NewShared(tui.NewState(info))
-	replay := o.read != ""
+	replay := o.replay
 	model := tui.NewModel(shared, o.interval, lipgloss.NewRenderer(out), replay)
 	// Signals end ctx (main's NotifyContext); bubbletea's own handler would
 	// race it and can hang on a program already shutting down.
-	p := tea.NewProgram(model, tea.WithAltScreen(), tea.WithOutput(out), tea.WithContext(ctx), tea.WithoutSignalHandler())
+	prog := tea.NewProgram(model, tea.WithAltScreen(), tea.WithOutput(out), tea.WithContext(ctx), tea.WithoutSignalHandler())
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -44,19 +44,14 @@ func view(ctx context.Context, src tracer.Source, o options, out *os.File, keep 
 		defer func() {
 			if r := recover(); r != nil {
 				err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
-				p.Quit()
+				prog.Quit()
 			}
 			done <- err
-			p.Send(tui.Ended{Err: err})
+			prog.Send(tui.Ended{Err: err})
 		}()
 		var first time.Time
 		began := time.Now()
-		err = src.Run(runCtx, func(r tracer.Record) error {
-			for _, k := range keep {
-				if err := k(r); err != nil {
-					return err
-				}
-			}
+		err = p.run(runCtx, func(r stream.Record) error {
 			if o.realtime && r.Snapshot != nil { // a replay at its recorded pace
 				if first.IsZero() {
 					first = r.Snapshot.Time
@@ -74,7 +69,7 @@ func view(ctx context.Context, src tracer.Source, o options, out *os.File, keep 
 		go pollQueued(runCtx, shared, o.interval)
 	}
 
-	_, perr := p.Run()
+	_, perr := prog.Run()
 	if errors.Is(perr, tea.ErrProgramKilled) && ctx.Err() != nil {
 		perr = nil // a signal or -d: the terminal is restored, go on to the summary
 	}
@@ -84,9 +79,10 @@ func view(ctx context.Context, src tracer.Source, o options, out *os.File, keep 
 		return errors.Join(fmt.Errorf("the view: %w", perr), err)
 	}
 	var sum aggregate.Summary // the view's own fold of the stream
+	kl, hasKernelLog := p.stopKernelLog()
 	shared.Update(func(s *tui.State) {
-		if kw != nil {
-			s.SetKernelLog(kw.Stop())
+		if hasKernelLog {
+			s.SetKernelLog(kl)
 		}
 		sum = s.Summary()
 	})

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpmemtrace/tcpmemtrace/internal/privtest"
-	"github.com/tcpmemtrace/tcpmemtrace/internal/workload"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/privtest"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/workload"
 )
 
 // tmuxServer is a tmux server of the test's own: a real pseudo-terminal

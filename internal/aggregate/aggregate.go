@@ -11,21 +11,21 @@ import (
 	"time"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // Summary is the state of a trace at its end.
 type Summary struct {
 	Start, End time.Time
-	Totals     tracer.Totals
+	Totals     stream.Totals
 	// Owners are the kernel's exact per-owner counts (process in a cgroup).
-	Owners []tracer.OwnerCounts
+	Owners []stream.OwnerCounts
 	// PeakMemPages is the highest TCP memory seen, in pages: by any event or
 	// by the /proc sampler; PeakLimits is tcp_mem at that moment.
 	PeakMemPages int64
 	PeakLimits   [3]int64
 	// Events counts the sampled events received per kind.
-	Events map[tracer.Kind]uint64
+	Events map[stream.Kind]uint64
 	// Sockets are the sockets events happened on, from the events (so
 	// complete only when Totals.LostSamples is 0).
 	Sockets []*SocketStats
@@ -49,7 +49,7 @@ type Episode struct {
 	PeakPages  int64
 	PeakLimits [3]int64
 	// Holders held the most TCP memory as it began (live traces).
-	Holders []tracer.Holder
+	Holders []stream.Holder
 }
 
 // Duration is the episode's length, up to end when it has not ended.
@@ -80,17 +80,17 @@ type SocketStats struct {
 	Cookie   uint64
 	NetNS    uint32
 	Src, Dst netip.AddrPort
-	State    tracer.State // at the last event
+	State    stream.State // at the last event
 	Orphan   bool         // at the last event
-	Owner    tracer.Owner // last known
+	Owner    stream.Owner // last known
 	Events   uint64
-	Counts   tracer.Counts
+	Counts   stream.Counts
 	Last     time.Time
 }
 
 // Activity orders sockets and owners: aborts, then drops, then refusals.
-func Activity(c *tracer.Counts) uint64 {
-	return c.Aborts()*1_000_000 + c.DropCount()*1_000 + c.RefusalsSend + c.RefusalsRecv
+func Activity(c *stream.Counts) uint64 {
+	return c.Aborts()*1_000_000 + c.TCPDrops()*1_000 + c.Refusals()
 }
 
 // MaxSockets bounds the sockets tracked from events.
@@ -111,13 +111,13 @@ type Aggregator struct {
 // New starts a summary at start.
 func New(start time.Time) *Aggregator {
 	return &Aggregator{
-		s:       Summary{Start: start, Totals: tracer.NewTotals(), Events: map[tracer.Kind]uint64{}},
+		s:       Summary{Start: start, Totals: stream.Totals{}, Events: map[stream.Kind]uint64{}},
 		sockets: map[sockKey]*SocketStats{},
 	}
 }
 
 // Add folds one record in.
-func (a *Aggregator) Add(r tracer.Record) {
+func (a *Aggregator) Add(r stream.Record) {
 	if e := r.Event; e != nil {
 		a.s.Events[e.Kind]++
 		a.episode(e)
@@ -144,26 +144,26 @@ func (a *Aggregator) peak(pages int64, limits [3]int64) {
 }
 
 // episode opens and closes the timeline's episodes.
-func (a *Aggregator) episode(e *tracer.Event) {
+func (a *Aggregator) episode(e *stream.Event) {
 	var open *Episode
 	if n := len(a.s.Episodes); n > 0 && a.s.Episodes[n-1].End.IsZero() {
 		open = a.s.Episodes[n-1]
 	}
 	switch e.Kind {
-	case tracer.KindPressureEnter:
+	case stream.KindPressureEnter:
 		if open != nil { // a leave the sampler did not see: the new one ends it
 			open.End = e.Time
 		}
 		a.s.Episodes = append(a.s.Episodes, &Episode{ID: e.PressureID, Start: e.Time, Holders: e.Holders,
 			StartPages: e.Mem.Allocated, PeakPages: e.Mem.Allocated, PeakLimits: e.Mem.Limits})
-	case tracer.KindPressureLeave:
+	case stream.KindPressureLeave:
 		if open != nil && (open.ID == e.PressureID || e.PressureID == 0) {
 			open.End = e.Time
 		}
 	}
 }
 
-func (a *Aggregator) socket(e *tracer.Event) {
+func (a *Aggregator) socket(e *stream.Event) {
 	s := e.Socket
 	if !s.Src.IsValid() {
 		return // pressure, or a drop the kernel gave no socket for
@@ -178,7 +178,7 @@ func (a *Aggregator) socket(e *tracer.Event) {
 			a.s.SocketsDropped++
 			return
 		}
-		st = &SocketStats{Cookie: s.Cookie, NetNS: s.NetNS, Src: s.Src, Dst: s.Dst, Counts: tracer.NewCounts()}
+		st = &SocketStats{Cookie: s.Cookie, NetNS: s.NetNS, Src: s.Src, Dst: s.Dst, Counts: stream.Counts{}}
 		a.sockets[k] = st
 	}
 	st.Events++
@@ -188,20 +188,22 @@ func (a *Aggregator) socket(e *tracer.Event) {
 	}
 	c := &st.Counts
 	switch e.Kind {
-	case tracer.KindAbort:
-		if e.Cause == tracer.CauseMemory {
-			c.MemAborts++
+	case stream.KindAbort:
+		if e.Cause == stream.CauseMemory {
+			c.Events[stream.MemAborts]++
 		} else {
-			c.OrphanAborts++
+			c.Events[stream.OrphanAborts]++
 		}
-	case tracer.KindDrop:
-		c.Drops[e.Reason]++
-		c.DropBytes[e.Reason] += uint64(e.Bytes)
-	case tracer.KindRefusal:
+	case stream.KindDrop:
+		if r, ok := stream.ReasonByName(e.Reason); ok {
+			c.Drops[stream.ProtoTCP][r]++
+			c.DropBytes[stream.ProtoTCP][r] += uint64(e.Bytes)
+		}
+	case stream.KindRefusal:
 		if e.Send {
-			c.RefusalsSend++
+			c.Events[stream.RefusalsSend]++
 		} else {
-			c.RefusalsRecv++
+			c.Events[stream.RefusalsRecv]++
 		}
 	}
 }
@@ -209,7 +211,7 @@ func (a *Aggregator) socket(e *tracer.Event) {
 // SetKernelLog records what /dev/kmsg showed during the trace, next to the
 // exact number of events behind each warning.
 func (a *Aggregator) SetKernelLog(c kmsg.Counts) {
-	events := map[string]uint64{"mem_aborts": a.s.Totals.MemAborts, "orphan_aborts": a.s.Totals.OrphanAborts}
+	events := map[string]uint64{"mem_aborts": a.s.Totals.Events[stream.MemAborts], "orphan_aborts": a.s.Totals.Events[stream.OrphanAborts]}
 	kl := &KernelLog{Suppressed: c.Suppressed}
 	for _, w := range kmsg.Warnings {
 		kl.Warnings = append(kl.Warnings, Warning{Message: "TCP: " + w.Text, Events: events[w.Key], Lines: c.Lines[w.Key]})
@@ -234,7 +236,7 @@ func (a *Aggregator) Summary() Summary {
 		}
 		return s.Sockets[i].Cookie < s.Sockets[j].Cookie
 	})
-	s.Owners = append([]tracer.OwnerCounts(nil), s.Owners...)
+	s.Owners = append([]stream.OwnerCounts(nil), s.Owners...)
 	sort.SliceStable(s.Owners, func(i, j int) bool {
 		return Activity(&s.Owners[i].Counts) > Activity(&s.Owners[j].Counts)
 	})
@@ -246,15 +248,15 @@ type Group struct {
 	Key        string // the cgroup path or the comm
 	CgroupID   uint64
 	CgroupPath string
-	Container  tracer.Container
+	Container  stream.Container
 	Comm       string
 	PIDs       []uint32
-	Counts     tracer.Counts
+	Counts     stream.Counts
 }
 
 // ByCgroup sums the owners by cgroup.
-func ByCgroup(owners []tracer.OwnerCounts) []*Group {
-	return group(owners, func(o *tracer.OwnerCounts) (string, *Group) {
+func ByCgroup(owners []stream.OwnerCounts) []*Group {
+	return group(owners, func(o *stream.OwnerCounts) (string, *Group) {
 		key := o.CgroupPath
 		if key == "" {
 			key = "#" + strconv.FormatUint(o.CgroupID, 10)
@@ -264,13 +266,13 @@ func ByCgroup(owners []tracer.OwnerCounts) []*Group {
 }
 
 // ByComm sums the owners by command name.
-func ByComm(owners []tracer.OwnerCounts) []*Group {
-	return group(owners, func(o *tracer.OwnerCounts) (string, *Group) {
+func ByComm(owners []stream.OwnerCounts) []*Group {
+	return group(owners, func(o *stream.OwnerCounts) (string, *Group) {
 		return o.Comm, &Group{Key: o.Comm, Comm: o.Comm}
 	})
 }
 
-func group(owners []tracer.OwnerCounts, key func(*tracer.OwnerCounts) (string, *Group)) []*Group {
+func group(owners []stream.OwnerCounts, key func(*stream.OwnerCounts) (string, *Group)) []*Group {
 	byKey := map[string]*Group{}
 	var out []*Group
 	for i := range owners {
@@ -279,12 +281,11 @@ func group(owners []tracer.OwnerCounts, key func(*tracer.OwnerCounts) (string, *
 		g := byKey[k]
 		if g == nil {
 			g = fresh
-			g.Counts = tracer.NewCounts()
 			byKey[k] = g
 			out = append(out, g)
 		}
 		g.PIDs = append(g.PIDs, o.PID)
-		g.Counts.Add(o.Counts)
+		g.Counts.Add(&o.Counts)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return Activity(&out[i].Counts) > Activity(&out[j].Counts) })
 	return out

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/units"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // Severity of a verdict.
@@ -85,7 +86,7 @@ type SocketMem struct {
 }
 
 // OwnerMem is a process and what its sockets' queues hold.
-type OwnerMem = sockdiag.Holder
+type OwnerMem = stream.Holder
 
 // Verdict is one finding.
 type Verdict struct {

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tcpmemtrace/tcpmemtrace/internal/privtest"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/privtest"
 )
 
 func fixture(t *testing.T, name string) Report {

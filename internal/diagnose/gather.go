@@ -12,15 +12,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpmemtrace/tcpmemtrace/internal/netns"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // Input is everything diagnose reads: gathered live, or from a fixture tree.
@@ -41,7 +42,7 @@ type Input struct {
 	Orphans    int64
 	Namespaces []Namespace
 	// Owners maps socket inodes to a process holding them.
-	Owners map[uint32]sockdiag.Process
+	Owners map[uint32]stream.Process
 	// Notes say what could not be read (no root: one namespace, own processes).
 	Notes []string
 }
@@ -56,10 +57,10 @@ type Namespace struct {
 }
 
 // Process is a socket's owner.
-type Process = sockdiag.Process
+type Process = stream.Process
 
-// Gather reads the running machine. As root it enters every network
-// namespace; otherwise it reads the caller's only.
+// Gather reads the running machine. With CAP_SYS_ADMIN it enters every
+// network namespace; otherwise it reads the caller's only.
 func Gather() (*Input, error) {
 	in, err := readGlobals("/proc")
 	if err != nil {
@@ -67,17 +68,21 @@ func Gather() (*Input, error) {
 	}
 	in.Hostname, _ = os.Hostname()
 	in.PageSize = int64(os.Getpagesize())
-	namespaces := sockdiag.Namespaces()
-	for ino, path := range namespaces {
+	var refused error
+	for ino, path := range netns.List() {
 		ns, err := readNetns(path)
-		if err != nil {
+		switch {
+		case errors.Is(err, unix.EPERM):
+			refused = err
+		case errors.Is(err, os.ErrNotExist), errors.Is(err, unix.ESRCH): // gone meanwhile
+		case err != nil:
 			in.Notes = append(in.Notes, fmt.Sprintf("network namespace %d: %v", ino, err))
-			continue
+		default:
+			ns.Inode = ino
+			in.Namespaces = append(in.Namespaces, ns)
 		}
-		ns.Inode = ino
-		in.Namespaces = append(in.Namespaces, ns)
 	}
-	if len(in.Namespaces) == 0 { // no setns (not root): our own
+	if len(in.Namespaces) == 0 { // no setns: our own
 		ns, err := readNetnsFiles("/proc/self/net")
 		if err != nil {
 			return nil, err
@@ -86,9 +91,9 @@ func Gather() (*Input, error) {
 		if err != nil {
 			in.Notes = append(in.Notes, "sockets: "+err.Error())
 		}
-		ns.Inode = selfNetns()
+		ns.Inode = netns.Self()
 		in.Namespaces = append(in.Namespaces, ns)
-		in.Notes = append(in.Notes, "not root: only this network namespace was read")
+		in.Notes = append(in.Notes, fmt.Sprintf("other network namespaces could not be entered (%v; it needs CAP_SYS_ADMIN): only this one was read", refused))
 	}
 	sort.Slice(in.Namespaces, func(i, j int) bool { return in.Namespaces[i].Inode < in.Namespaces[j].Inode })
 	in.Owners = sockdiag.Owners("/proc")
@@ -154,7 +159,7 @@ func readNetnsFiles(dir string) (Namespace, error) {
 // its files through /proc/thread-self and open a sock_diag socket.
 func readNetns(path string) (Namespace, error) {
 	var ns Namespace
-	err := inNetns(path, func() error {
+	err := netns.Do(path, func() error {
 		var err error
 		ns, err = readNetnsFiles("/proc/thread-self/net")
 		return err
@@ -164,35 +169,6 @@ func readNetns(path string) (Namespace, error) {
 	}
 	ns.Sockets, err = sockdiag.DumpNetns(path)
 	return ns, err
-}
-
-func inNetns(path string, fn func() error) error {
-	target, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	self, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		return err
-	}
-	defer self.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("entering: %w", err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-		panic(fmt.Sprintf("diagnose: cannot return to the original network namespace: %v", err))
-	}
-	return ferr
-}
-
-func selfNetns() uint32 {
-	var st unix.Stat_t
-	unix.Stat("/proc/self/ns/net", &st)
-	return uint32(st.Ino)
 }
 
 // GatherFixture reads a fixture tree: /proc-like globals at the top,
@@ -219,7 +195,7 @@ func GatherFixture(dir string) (*Input, error) {
 		}
 		in.Namespaces = append(in.Namespaces, ns)
 	}
-	in.Owners = map[uint32]sockdiag.Process{}
+	in.Owners = map[uint32]stream.Process{}
 	if b, err := os.ReadFile(filepath.Join(dir, "owners.json")); err == nil {
 		if err := json.Unmarshal(b, &in.Owners); err != nil {
 			return nil, fmt.Errorf("owners.json: %w", err)

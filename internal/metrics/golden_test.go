@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -22,8 +22,8 @@ func TestExpositionGolden(t *testing.T) {
 	c := New(4096, 1, time.Minute)
 	c.alive = func([]uint32) bool { return true }
 	c.now = func() time.Time { return time.Unix(130, 0) }
-	c.Add(tracer.Record{Event: &tracer.Event{Kind: tracer.KindPressureEnter, Time: time.Unix(100, 0)}})
-	c.Add(tracer.Record{Snapshot: snapshot(owner(7, "reader", 0, 900), owner(8, "writer", 300, 0))})
+	c.Add(stream.Record{Event: &stream.Event{Kind: stream.KindPressureEnter, Time: time.Unix(100, 0)}})
+	c.Add(stream.Record{Snapshot: snapshot(owner(7, "reader", 0, 900), owner(8, "writer", 300, 0))})
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
 	fams, err := reg.Gather()

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 const ns = "tcpmemtrace"
@@ -31,7 +31,6 @@ var (
 	dDropBytes   = desc("dropped_bytes_total", "Bytes of those packets, by kernel drop reason and protocol.", "reason", "protocol")
 	dDropCause   = desc("drops_by_cause_total", "TCP PROTO_MEM drops by cause: rcvbuf, global_hard_limit, global_pressure, memcg, unknown.", "cause")
 	dRefusals    = desc("allocation_refusals_total", "Socket memory allocations refused (sock_exceed_buf_limit), by direction.", "direction")
-	dStalls      = desc("send_stalls_total", "Writes told EAGAIN while TCP was under memory pressure.")
 	dEpisodes    = desc("pressure_episodes_total", "TCP memory pressure episodes that began while tracing.")
 	dLost        = desc("lost_samples_total", "Events not delivered because the ring buffer was full (counts stay exact).")
 	dUnsampled   = desc("unsampled_events_total", "Drop and refusal events over the record rate: counted, not delivered as records.")
@@ -47,6 +46,25 @@ var (
 	dOwnerDrops  = desc("owner_drops_total", "TCP memory drops of sockets owned by the top owners (the rest under comm=\"other\").", ownerLabels...)
 	dOwnerBytes  = desc("owner_dropped_bytes_total", "Bytes of those drops.", ownerLabels...)
 )
+
+// counterMetric is how a counter of enum counter is exported.
+type counterMetric struct {
+	desc   *prometheus.Desc
+	labels []string
+}
+
+// counterMetrics: the aborts share a metric by cause, the refusals by
+// direction; any other counter is a metric of its own, named after it.
+var counterMetrics = func() (m [stream.NumCounters]counterMetric) {
+	for _, c := range stream.Counters {
+		m[c] = counterMetric{desc: desc(c.String()+"_total", c.Doc().Help)}
+	}
+	m[stream.MemAborts] = counterMetric{dAborts, []string{stream.CauseMemory}}
+	m[stream.OrphanAborts] = counterMetric{dAborts, []string{stream.CauseOrphans}}
+	m[stream.RefusalsSend] = counterMetric{dRefusals, []string{"send"}}
+	m[stream.RefusalsRecv] = counterMetric{dRefusals, []string{"recv"}}
+	return m
+}()
 
 // ownerKey groups processes the way the labels do.
 type ownerKey struct{ comm, cgroup, container string }
@@ -75,7 +93,7 @@ type Collector struct {
 	pageSize float64
 
 	mu      sync.Mutex
-	snap    *tracer.Snapshot
+	snap    *stream.Snapshot
 	episode time.Time // start of the episode in force; zero when none
 	tracked map[ownerKey]*tracked
 	// exposed is what the last scrape counted in "other" for each owner.
@@ -94,7 +112,7 @@ func New(pageSize, top int, ttl time.Duration) *Collector {
 
 func pidsAlive(pids []uint32) bool {
 	for _, p := range pids {
-		if p == 0 || p == tracer.OverflowPID {
+		if p == 0 || p == stream.OverflowPID {
 			continue
 		}
 		if _, err := os.Stat("/proc/" + strconv.FormatUint(uint64(p), 10)); err == nil {
@@ -105,14 +123,14 @@ func pidsAlive(pids []uint32) bool {
 }
 
 // Add feeds one record of the stream.
-func (c *Collector) Add(r tracer.Record) {
+func (c *Collector) Add(r stream.Record) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := r.Event; e != nil {
 		switch e.Kind {
-		case tracer.KindPressureEnter:
+		case stream.KindPressureEnter:
 			c.episode = e.Time
-		case tracer.KindPressureLeave:
+		case stream.KindPressureLeave:
 			c.episode = time.Time{}
 		}
 	}
@@ -146,20 +164,19 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	counter(dAborts, float64(t.MemAborts), tracer.CauseMemory)
-	counter(dAborts, float64(t.OrphanAborts), tracer.CauseOrphans)
-	for _, r := range tracer.MemoryDropReasons {
-		counter(dDrops, float64(t.Drops[r]), r, "tcp")
-		counter(dDrops, float64(t.OtherDrops[r]), r, "other")
-		counter(dDropBytes, float64(t.DropBytes[r]), r, "tcp")
-		counter(dDropBytes, float64(t.OtherDropBytes[r]), r, "other")
+	for _, ctr := range stream.Counters {
+		m := counterMetrics[ctr]
+		counter(m.desc, float64(t.Events[ctr]), m.labels...)
 	}
-	for _, cause := range tracer.DropCauses {
-		counter(dDropCause, float64(t.DropsByCause[cause]), cause)
+	for _, r := range stream.Reasons {
+		for p := range stream.Proto(stream.NumProtos) {
+			counter(dDrops, float64(t.Drops[p][r]), r.String(), p.String())
+			counter(dDropBytes, float64(t.DropBytes[p][r]), r.String(), p.String())
+		}
 	}
-	counter(dRefusals, float64(t.RefusalsSend), "send")
-	counter(dRefusals, float64(t.RefusalsRecv), "recv")
-	counter(dStalls, float64(t.SendStalls))
+	for _, cause := range stream.DropCauses {
+		counter(dDropCause, float64(t.Causes[cause]), cause.String())
+	}
 	counter(dEpisodes, float64(t.PressureEpisodes))
 	counter(dLost, float64(t.LostSamples))
 	counter(dUnsampled, float64(t.Unsampled))
@@ -204,10 +221,11 @@ func (c *Collector) owners(ch chan<- prometheus.Metric) {
 		if o.PID == 0 {
 			k = ownerKey{comm: "unknown"}
 		}
-		if o.PID == tracer.OverflowPID {
+		if o.PID == stream.OverflowPID {
 			k = ownerKey{comm: "other"}
 		}
-		vals[k] = vals[k].plus(ownerVals{float64(o.MemAborts), float64(o.OrphanAborts), float64(o.DropCount()), float64(dropBytes(o.Counts))})
+		drops, bytes := o.ProtoDrops(stream.ProtoTCP)
+		vals[k] = vals[k].plus(ownerVals{float64(o.Events[stream.MemAborts]), float64(o.Events[stream.OrphanAborts]), float64(drops), float64(bytes)})
 		pids[k] = append(pids[k], o.PID)
 	}
 	now := c.now()
@@ -258,18 +276,10 @@ func (c *Collector) owners(ch chan<- prometheus.Metric) {
 }
 
 func (c *Collector) emitOwner(ch chan<- prometheus.Metric, labels []string, v ownerVals) {
-	ch <- prometheus.MustNewConstMetric(dOwnerAborts, prometheus.CounterValue, v.mem, append(labels, tracer.CauseMemory)...)
-	ch <- prometheus.MustNewConstMetric(dOwnerAborts, prometheus.CounterValue, v.orph, append(labels, tracer.CauseOrphans)...)
+	ch <- prometheus.MustNewConstMetric(dOwnerAborts, prometheus.CounterValue, v.mem, append(labels, stream.CauseMemory)...)
+	ch <- prometheus.MustNewConstMetric(dOwnerAborts, prometheus.CounterValue, v.orph, append(labels, stream.CauseOrphans)...)
 	ch <- prometheus.MustNewConstMetric(dOwnerDrops, prometheus.CounterValue, v.drops, labels...)
 	ch <- prometheus.MustNewConstMetric(dOwnerBytes, prometheus.CounterValue, v.bytes, labels...)
-}
-
-func dropBytes(c tracer.Counts) uint64 {
-	var n uint64
-	for _, v := range c.DropBytes {
-		n += v
-	}
-	return n
 }
 
 // Serve exposes the collector (and the process's own metrics) on addr's

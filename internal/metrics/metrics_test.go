@@ -9,24 +9,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
-func owner(pid uint32, comm string, mem, drops uint64) tracer.OwnerCounts {
-	o := tracer.OwnerCounts{Owner: tracer.Owner{PID: pid, Comm: comm, CgroupPath: "/" + comm}, Counts: tracer.NewCounts()}
-	o.MemAborts, o.Drops["PROTO_MEM"] = mem, drops
+func owner(pid uint32, comm string, mem, drops uint64) stream.OwnerCounts {
+	o := stream.OwnerCounts{Owner: stream.Owner{PID: pid, Comm: comm, CgroupPath: "/" + comm}, Counts: stream.Counts{}}
+	o.Events[stream.MemAborts], o.Drops[stream.ProtoTCP][stream.ReasonProtoMem] = mem, drops
 	return o
 }
 
-func snapshot(owners ...tracer.OwnerCounts) *tracer.Snapshot {
-	tot := tracer.NewTotals()
+func snapshot(owners ...stream.OwnerCounts) *stream.Snapshot {
+	tot := stream.Totals{}
 	for _, o := range owners {
-		tot.Counts.Add(o.Counts)
+		tot.Counts.Add(&o.Counts)
 	}
 	tot.PressureEpisodes, tot.LostSamples = 1, 3
-	tot.DropsByCause["global_hard_limit"] = 5
-	return &tracer.Snapshot{Time: time.Unix(100, 0), Totals: tot, Owners: owners,
-		Global: tracer.Global{MemPages: 3100, Pressure: true, TCPMem: [3]int64{1000, 2000, 3000}, Orphans: 7, MaxOrphans: 100, TimeWait: 2}}
+	tot.Causes[stream.CauseGlobalHardLimit] = 5
+	return &stream.Snapshot{Time: time.Unix(100, 0), Totals: tot, Owners: owners,
+		Global: stream.Global{MemPages: 3100, Pressure: true, TCPMem: [3]int64{1000, 2000, 3000}, Orphans: 7, MaxOrphans: 100, TimeWait: 2}}
 }
 
 // series gathers name{labels} -> value.
@@ -59,8 +59,8 @@ func TestExposition(t *testing.T) {
 	c := New(4096, 10, time.Minute)
 	c.alive = func([]uint32) bool { return true }
 	c.now = func() time.Time { return time.Unix(130, 0) }
-	c.Add(tracer.Record{Event: &tracer.Event{Kind: tracer.KindPressureEnter, Time: time.Unix(100, 0)}})
-	c.Add(tracer.Record{Snapshot: snapshot(owner(7, "reader", 0, 900), owner(8, "writer", 300, 0))})
+	c.Add(stream.Record{Event: &stream.Event{Kind: stream.KindPressureEnter, Time: time.Unix(100, 0)}})
+	c.Add(stream.Record{Snapshot: snapshot(owner(7, "reader", 0, 900), owner(8, "writer", 300, 0))})
 	s := series(t, c)
 	for name, want := range map[string]float64{
 		"tcpmemtrace_aborts_total{cause=memory}":                                             300,
@@ -97,7 +97,7 @@ func TestUnknownLimitsAreAbsent(t *testing.T) {
 	c := New(4096, 10, time.Minute)
 	snap := snapshot()
 	snap.Global.TCPMem, snap.Global.MaxOrphans = [3]int64{}, -1
-	c.Add(tracer.Record{Snapshot: snap})
+	c.Add(stream.Record{Snapshot: snap})
 	s := series(t, c)
 	for name := range s {
 		if strings.HasPrefix(name, "tcpmemtrace_tcp_mem_bytes") || strings.HasPrefix(name, "tcpmemtrace_tcp_max_orphans") {
@@ -105,7 +105,7 @@ func TestUnknownLimitsAreAbsent(t *testing.T) {
 		}
 	}
 	snap.Global.MaxOrphans = 0
-	c.Add(tracer.Record{Snapshot: snap})
+	c.Add(stream.Record{Snapshot: snap})
 	if v, ok := series(t, c)["tcpmemtrace_tcp_max_orphans{}"]; !ok || v != 0 {
 		t.Errorf("tcp_max_orphans 0: %v %v", v, ok)
 	}
@@ -117,13 +117,13 @@ func TestEpisodeBegunBeforeTheTrace(t *testing.T) {
 	c := New(4096, 10, time.Minute)
 	c.now = func() time.Time { return time.Unix(145, 0) }
 	snap := snapshot() // in pressure at t=100
-	c.Add(tracer.Record{Snapshot: snap})
+	c.Add(stream.Record{Snapshot: snap})
 	if age := series(t, c)["tcpmemtrace_tcp_memory_pressure_episode_age_seconds{}"]; age != 45 {
 		t.Errorf("age %v, want 45", age)
 	}
 	later := *snap
 	later.Time, later.Global.Pressure = time.Unix(140, 0), false
-	c.Add(tracer.Record{Snapshot: &later})
+	c.Add(stream.Record{Snapshot: &later})
 	if age := series(t, c)["tcpmemtrace_tcp_memory_pressure_episode_age_seconds{}"]; age != 0 {
 		t.Errorf("age %v after the episode, want 0", age)
 	}
@@ -139,8 +139,8 @@ func TestOwnersBoundedAndMonotonic(t *testing.T) {
 	c.alive = func(p []uint32) bool { return !dead[p[0]] }
 	c.now = func() time.Time { return now }
 	prev := map[string]float64{}
-	step := func(owners ...tracer.OwnerCounts) map[string]float64 {
-		c.Add(tracer.Record{Snapshot: snapshot(owners...)})
+	step := func(owners ...stream.OwnerCounts) map[string]float64 {
+		c.Add(stream.Record{Snapshot: snapshot(owners...)})
 		s := series(t, c)
 		for k, v := range prev {
 			if cur, ok := s[k]; ok && cur < v && strings.Contains(k, "_total") {

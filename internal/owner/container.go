@@ -5,27 +5,9 @@ package owner
 import (
 	"regexp"
 	"strings"
+
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
-
-// Container is what a cgroup path says about where a process runs.
-type Container struct {
-	// Runtime: docker, containerd, cri-o, podman, kubernetes (a pod's
-	// container whose runtime the path does not name), or systemd for a
-	// plain unit.
-	Runtime string `json:"runtime"`
-	// ID is the container id (64 hex digits), or the systemd unit name.
-	ID string `json:"id"`
-	// Pod is the Kubernetes pod UID when the path has one.
-	Pod string `json:"pod,omitempty"`
-}
-
-// Short is the id as operators see it: 12 hex digits, or the unit name.
-func (c Container) Short() string {
-	if c.Runtime != "systemd" && len(c.ID) > 12 {
-		return c.ID[:12]
-	}
-	return c.ID
-}
 
 var (
 	// A container id in one path component, with the prefixes and suffix
@@ -46,7 +28,7 @@ var prefixRuntime = map[string]string{
 // ParseContainer recognises the cgroup paths of docker, containerd, cri-o
 // and podman (cgroupfs and systemd drivers, with or without Kubernetes) and
 // of systemd services and scopes. ok is false for anything else.
-func ParseContainer(path string) (c Container, ok bool) {
+func ParseContainer(path string) (c stream.Container, ok bool) {
 	parts := strings.Split(strings.Trim(path, "/"), "/")
 	for _, p := range parts {
 		if m := podRe.FindStringSubmatch(p); m != nil {
@@ -75,10 +57,10 @@ func ParseContainer(path string) (c Container, ok bool) {
 	}
 	last := parts[len(parts)-1]
 	if strings.HasSuffix(last, ".service") || strings.HasSuffix(last, ".scope") {
-		return Container{Runtime: "systemd", ID: last, Pod: c.Pod}, true
+		return stream.Container{Runtime: "systemd", ID: last, Pod: c.Pod}, true
 	}
 	if c.Pod != "" {
-		return Container{Runtime: "kubernetes", Pod: c.Pod}, true
+		return stream.Container{Runtime: "kubernetes", Pod: c.Pod}, true
 	}
-	return Container{}, false
+	return stream.Container{}, false
 }

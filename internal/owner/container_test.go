@@ -1,6 +1,7 @@
 package owner
 
 import (
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,34 +13,34 @@ const id = "4f6d2c3b1a0e9f8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180706f5e4d3c2b1"
 func TestParseContainer(t *testing.T) {
 	for _, tc := range []struct {
 		path string
-		want Container
+		want stream.Container
 		ok   bool
 	}{
-		{"/docker/" + id, Container{Runtime: "docker", ID: id}, true},
-		{"/system.slice/docker-" + id + ".scope", Container{Runtime: "docker", ID: id}, true},
+		{"/docker/" + id, stream.Container{Runtime: "docker", ID: id}, true},
+		{"/system.slice/docker-" + id + ".scope", stream.Container{Runtime: "docker", ID: id}, true},
 		{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901.slice/cri-containerd-" + id + ".scope",
-			Container{Runtime: "containerd", ID: id, Pod: "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901"}, true},
+			stream.Container{Runtime: "containerd", ID: id, Pod: "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901"}, true},
 		{"/kubepods/besteffort/pod1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901/" + id,
-			Container{Runtime: "kubernetes", ID: id, Pod: "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901"}, true},
+			stream.Container{Runtime: "kubernetes", ID: id, Pod: "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901"}, true},
 		{"/kubepods.slice/kubepods-pod1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901.slice/crio-" + id + ".scope",
-			Container{Runtime: "cri-o", ID: id, Pod: "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901"}, true},
-		{"/machine.slice/libpod-" + id + ".scope/container", Container{Runtime: "podman", ID: id}, true},
-		{"/libpod_parent/" + id, Container{Runtime: "podman", ID: id}, true},
-		{"/system.slice/nginx.service", Container{Runtime: "systemd", ID: "nginx.service"}, true},
-		{"/user.slice/user-1000.slice/session-3.scope", Container{Runtime: "systemd", ID: "session-3.scope"}, true},
-		{"/", Container{}, false},
-		{"/tcpmemtrace-reader-42", Container{}, false},
-		{"/docker/" + id[:63], Container{}, false}, // not a full id
+			stream.Container{Runtime: "cri-o", ID: id, Pod: "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901"}, true},
+		{"/machine.slice/libpod-" + id + ".scope/container", stream.Container{Runtime: "podman", ID: id}, true},
+		{"/libpod_parent/" + id, stream.Container{Runtime: "podman", ID: id}, true},
+		{"/system.slice/nginx.service", stream.Container{Runtime: "systemd", ID: "nginx.service"}, true},
+		{"/user.slice/user-1000.slice/session-3.scope", stream.Container{Runtime: "systemd", ID: "session-3.scope"}, true},
+		{"/", stream.Container{}, false},
+		{"/tcpmemtrace-reader-42", stream.Container{}, false},
+		{"/docker/" + id[:63], stream.Container{}, false}, // not a full id
 	} {
 		got, ok := ParseContainer(tc.path)
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("ParseContainer(%q) = %+v, %v; want %+v, %v", tc.path, got, ok, tc.want, tc.ok)
 		}
 	}
-	if s := (Container{Runtime: "docker", ID: id}).Short(); s != id[:12] {
+	if s := (stream.Container{Runtime: "docker", ID: id}).Short(); s != id[:12] {
 		t.Errorf("Short() = %q", s)
 	}
-	if s := (Container{Runtime: "systemd", ID: "nginx.service"}).Short(); s != "nginx.service" {
+	if s := (stream.Container{Runtime: "systemd", ID: "nginx.service"}).Short(); s != "nginx.service" {
 		t.Errorf("Short() = %q", s)
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // Filter selects owners in a replay. Counts were recorded per owner, so the
@@ -20,7 +20,7 @@ type Filter struct {
 // Empty reports whether the filter selects everything.
 func (f Filter) Empty() bool { return len(f.PIDs) == 0 && f.Comm == "" && f.Cgroup == "" }
 
-func (f Filter) match(o tracer.Owner) bool {
+func (f Filter) match(o stream.Owner) bool {
 	if len(f.PIDs) > 0 && !slices.Contains(f.PIDs, o.PID) {
 		return false
 	}
@@ -39,36 +39,36 @@ func (f Filter) match(o tracer.Owner) bool {
 
 // Filtered replays src keeping the selected owners' events and counts;
 // pressure is global and always kept.
-func Filtered(src tracer.Source, f Filter) tracer.Source { return filtered{src, f} }
+func Filtered(src stream.Source, f Filter) stream.Source { return filtered{src, f} }
 
 type filtered struct {
-	src tracer.Source
+	src stream.Source
 	f   Filter
 }
 
-func (s filtered) Info() tracer.Info {
+func (s filtered) Info() stream.Info {
 	i := s.src.Info()
 	i.PIDs, i.Comm, i.Cgroup = s.f.PIDs, s.f.Comm, s.f.Cgroup
 	return i
 }
 
-func (s filtered) Run(ctx context.Context, fn func(tracer.Record) error) error {
-	return s.src.Run(ctx, func(r tracer.Record) error {
-		if e := r.Event; e != nil && e.Kind != tracer.KindPressureEnter && e.Kind != tracer.KindPressureLeave && !s.f.match(e.Owner) {
+func (s filtered) Run(ctx context.Context, fn func(stream.Record) error) error {
+	return s.src.Run(ctx, func(r stream.Record) error {
+		if e := r.Event; e != nil && e.Kind != stream.KindPressureEnter && e.Kind != stream.KindPressureLeave && !s.f.match(e.Owner) {
 			return nil
 		}
 		if sn := r.Snapshot; sn != nil {
 			out := *sn
 			out.Owners = nil
-			counts := tracer.NewCounts()
+			counts := stream.Counts{}
 			for _, o := range sn.Owners {
 				if s.f.match(o.Owner) {
 					out.Owners = append(out.Owners, o)
-					counts.Add(o.Counts)
+					counts.Add(&o.Counts)
 				}
 			}
 			out.Totals.Counts = counts
-			r = tracer.Record{Snapshot: &out}
+			r = stream.Record{Snapshot: &out}
 		}
 		return fn(r)
 	})

@@ -1,5 +1,5 @@
 // Package record writes a trace to a file and reads it back as a
-// tracer.Source, so a replay goes through the very code that showed it live.
+// stream.Source, so a replay goes through the very code that showed it live.
 // The format is in docs/recording.md.
 package record
 
@@ -12,7 +12,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // Magic opens every recording: "TMTREC", a zero byte, the format version.
@@ -26,7 +26,7 @@ const (
 	recHeader   = 1 // JSON Header
 	recString   = 2 // uvarint id, then the string's bytes
 	recEvent    = 3 // binary event, strings by id
-	recSnapshot = 4 // JSON tracer.Snapshot
+	recSnapshot = 4 // JSON stream.Snapshot
 )
 
 // maxPayload bounds one record: larger lengths are corruption.
@@ -40,7 +40,7 @@ type Header struct {
 	Version int         `json:"version"`
 	Part    int         `json:"part"` // 0 for the first file, +1 per rotation
 	Created time.Time   `json:"created"`
-	Info    tracer.Info `json:"info"`
+	Info    stream.Info `json:"info"`
 	// DropReasons are the tracked reasons in slot order, and ResetReason
 	// the abort's reset reason, by name: replays never look numbers up.
 	DropReasons []string `json:"drop_reasons"`
@@ -148,7 +148,7 @@ func timeNanos(t time.Time) int64 {
 }
 
 // event encodes one event in format version 1's field order.
-func (e *encoder) event(ev *tracer.Event) {
+func (e *encoder) event(ev *stream.Event) {
 	e.i(timeNanos(ev.Time))
 	e.u(uint64(ev.Kind))
 	e.s(ev.Cause)
@@ -283,10 +283,10 @@ func nanosTime(ns int64) time.Time {
 	return time.Unix(0, ns)
 }
 
-func (d *decoder) event(ev *tracer.Event) error {
-	*ev = tracer.Event{}
+func (d *decoder) event(ev *stream.Event) error {
+	*ev = stream.Event{}
 	ev.Time = nanosTime(d.i())
-	ev.Kind = tracer.Kind(d.u())
+	ev.Kind = stream.Kind(d.u())
 	ev.Cause, ev.Reason, ev.DropCause = d.s(), d.s(), d.s()
 	ev.Send = d.bool()
 	s := &ev.Socket
@@ -294,7 +294,7 @@ func (d *decoder) event(ev *tracer.Event) error {
 	s.NetNS = uint32(d.u())
 	s.Family = uint16(d.u())
 	s.Protocol = uint8(d.u())
-	s.State = tracer.State(d.u())
+	s.State = stream.State(d.u())
 	s.Src, s.Dst = d.addr(), d.addr()
 	s.RmemAlloc, s.Rcvbuf, s.WmemQueued, s.Sndbuf = int32(d.i()), int32(d.i()), int32(d.i()), int32(d.i())
 	s.Memcg = d.bool()
@@ -322,7 +322,7 @@ func (d *decoder) event(ev *tracer.Event) error {
 		d.fail("too many holders")
 	}
 	for k := uint64(0); k < n && d.err == nil; k++ {
-		var h tracer.Holder
+		var h stream.Holder
 		h.PID = int(d.u())
 		h.Comm = d.s()
 		h.Sockets = int(d.u())

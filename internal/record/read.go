@@ -11,12 +11,12 @@ import (
 	"io"
 	"os"
 
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 var errCutHeader = errors.New("recording cut before its header ended: nothing to replay")
 
-// Reader replays a recording as a tracer.Source.
+// Reader replays a recording as a stream.Source.
 type Reader struct {
 	r       *bufio.Reader
 	closer  io.Closer
@@ -81,7 +81,7 @@ func NewReader(in io.Reader) (*Reader, error) {
 func (r *Reader) Header() Header { return r.header }
 
 // Info is the recorded trace's Info.
-func (r *Reader) Info() tracer.Info { return r.header.Info }
+func (r *Reader) Info() stream.Info { return r.header.Info }
 
 // Warning is set after Run when the file ended inside a record.
 func (r *Reader) Warning() error { return r.warning }
@@ -97,10 +97,10 @@ func (r *Reader) Close() error {
 // Run replays every record, ending with the last snapshot marked final. A
 // file cut inside a record ends the replay at the last whole one (see
 // Warning); a corrupt one is an error.
-func (r *Reader) Run(ctx context.Context, fn func(tracer.Record) error) error {
+func (r *Reader) Run(ctx context.Context, fn func(stream.Record) error) error {
 	var (
-		ev   tracer.Event
-		last *tracer.Snapshot
+		ev   stream.Event
+		last *stream.Snapshot
 		buf  []byte
 	)
 	for ctx.Err() == nil {
@@ -128,11 +128,11 @@ func (r *Reader) Run(ctx context.Context, fn func(tracer.Record) error) error {
 			if err := d.event(&ev); err != nil {
 				return &CorruptError{r.offset, "event: " + err.Error()}
 			}
-			if err := fn(tracer.Record{Event: &ev}); err != nil {
+			if err := fn(stream.Record{Event: &ev}); err != nil {
 				return err
 			}
 		case recSnapshot:
-			var s tracer.Snapshot
+			var s stream.Snapshot
 			if err := json.Unmarshal(payload, &s); err != nil {
 				return &CorruptError{r.offset, "snapshot: " + err.Error()}
 			}
@@ -140,7 +140,7 @@ func (r *Reader) Run(ctx context.Context, fn func(tracer.Record) error) error {
 			if s.Final {
 				break // the last one is sent below, once
 			}
-			if err := fn(tracer.Record{Snapshot: &s}); err != nil {
+			if err := fn(stream.Record{Snapshot: &s}); err != nil {
 				return err
 			}
 		case recHeader: // a later part's header cannot appear in one file
@@ -151,12 +151,12 @@ func (r *Reader) Run(ctx context.Context, fn func(tracer.Record) error) error {
 		r.offset += int64(n)
 	}
 	if last == nil {
-		last = &tracer.Snapshot{Totals: tracer.NewTotals(), Time: r.header.Created}
+		last = &stream.Snapshot{Totals: stream.Totals{}, Time: r.header.Created}
 		if r.warning == nil {
 			r.warning = errors.New("the recording holds no counts (it ended before its first second)")
 		}
 	}
 	final := *last
 	final.Final = true
-	return fn(tracer.Record{Snapshot: &final})
+	return fn(stream.Record{Snapshot: &final})
 }

@@ -11,47 +11,47 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 var t0 = time.Unix(1764089000, 123456789)
 
-func info() tracer.Info {
-	return tracer.Info{Hostname: "h", Kernel: "6.18.44", BootID: "b", PageSize: 4096, Start: t0,
+func info() stream.Info {
+	return stream.Info{Hostname: "h", Kernel: "6.18.44", BootID: "b", PageSize: 4096, Start: t0,
 		TCPMem: [3]int64{1000, 2000, 3000}, DropReasons: map[string]uint32{"PROTO_MEM": 20},
-		Hooks: []tracer.Hook{{Event: tracer.EventAborts, Using: "tp_btf/tcp_send_reset"}}}
+		Hooks: []stream.Hook{{Event: stream.EventAborts, Using: "tp_btf/tcp_send_reset"}}}
 }
 
-func events() []tracer.Event {
+func events() []stream.Event {
 	lim := [3]int64{1000, 2000, 3000}
-	return []tracer.Event{
-		{Time: t0, Kind: tracer.KindPressureEnter, Mem: tracer.Mem{Allocated: 2001, Limits: lim}, PressureID: 42,
-			Holders: []tracer.Holder{{Process: tracer.Process{PID: 7, Comm: "reader"}, Sockets: 3, RecvBytes: 99}}},
-		{Time: t0.Add(time.Millisecond), Kind: tracer.KindDrop, Reason: "PROTO_MEM", DropCause: "global_hard_limit",
-			Bytes: 65483, Truesize: 66000, CurrentPID: 8, PressureID: 42, Mem: tracer.Mem{Allocated: 3100, Limits: lim},
-			Socket: tracer.Socket{Cookie: 5, NetNS: 4026532200, Family: 2, Protocol: 6, State: 1,
+	return []stream.Event{
+		{Time: t0, Kind: stream.KindPressureEnter, Mem: stream.Mem{Allocated: 2001, Limits: lim}, PressureID: 42,
+			Holders: []stream.Holder{{Process: stream.Process{PID: 7, Comm: "reader"}, Sockets: 3, RecvBytes: 99}}},
+		{Time: t0.Add(time.Millisecond), Kind: stream.KindDrop, Reason: "PROTO_MEM", DropCause: "global_hard_limit",
+			Bytes: 65483, Truesize: 66000, CurrentPID: 8, PressureID: 42, Mem: stream.Mem{Allocated: 3100, Limits: lim},
+			Socket: stream.Socket{Cookie: 5, NetNS: 4026532200, Family: 2, Protocol: 6, State: 1,
 				Src: netip.MustParseAddrPort("127.0.0.1:4000"), Dst: netip.MustParseAddrPort("127.0.0.1:50000"),
 				RmemAlloc: 33000, Rcvbuf: 131072, Memcg: true, MemcgID: 9, MemcgPath: "/m", CgroupID: 3},
-			Owner: tracer.Owner{PID: 7, Comm: "reader", CgroupID: 3, CgroupPath: "/docker/abc",
-				Container: tracer.Container{Runtime: "docker", ID: "abc"}}},
-		{Time: t0.Add(2 * time.Millisecond), Kind: tracer.KindAbort, Cause: tracer.CauseOrphans,
-			Socket: tracer.Socket{Family: 10, Protocol: 6, State: 4, Orphan: true, ClosedAt: t0,
+			Owner: stream.Owner{PID: 7, Comm: "reader", CgroupID: 3, CgroupPath: "/docker/abc",
+				Container: stream.Container{Runtime: "docker", ID: "abc"}}},
+		{Time: t0.Add(2 * time.Millisecond), Kind: stream.KindAbort, Cause: stream.CauseOrphans,
+			Socket: stream.Socket{Family: 10, Protocol: 6, State: 4, Orphan: true, ClosedAt: t0,
 				Src: netip.MustParseAddrPort("[::1]:4001"), Dst: netip.MustParseAddrPort("[2001:db8::1]:443"), WmemQueued: -1},
-			Owner: tracer.Owner{PID: 8, Comm: "writer"}},
-		{Time: t0.Add(3 * time.Millisecond), Kind: tracer.KindRefusal, Send: true, Owner: tracer.Owner{PID: 8, Comm: "writer"}},
-		{Time: t0.Add(4 * time.Millisecond), Kind: tracer.KindDrop, Reason: "SOCKET_RCVBUFF", Bytes: 10,
-			Socket: tracer.Socket{NetNS: 1, Protocol: 17}},
+			Owner: stream.Owner{PID: 8, Comm: "writer"}},
+		{Time: t0.Add(3 * time.Millisecond), Kind: stream.KindRefusal, Send: true, Owner: stream.Owner{PID: 8, Comm: "writer"}},
+		{Time: t0.Add(4 * time.Millisecond), Kind: stream.KindDrop, Reason: "SOCKET_RCVBUFF", Bytes: 10,
+			Socket: stream.Socket{NetNS: 1, Protocol: 17}},
 	}
 }
 
-func snapshot(n uint64, final bool) tracer.Snapshot {
-	tot := tracer.NewTotals()
-	tot.MemAborts, tot.Drops["PROTO_MEM"], tot.LostSamples = n, 2*n, 1
-	tot.DropsByCause["global_hard_limit"] = 2 * n
-	o := tracer.OwnerCounts{Owner: tracer.Owner{PID: 7, Comm: "reader", CgroupPath: "/docker/abc"}, Counts: tracer.NewCounts()}
-	o.Drops["PROTO_MEM"] = 2 * n
-	return tracer.Snapshot{Time: t0.Add(time.Duration(n) * time.Second), Totals: tot, Owners: []tracer.OwnerCounts{o},
-		Global: tracer.Global{MemPages: 3000, Pressure: true, TCPMem: [3]int64{1000, 2000, 3000}}, Final: final}
+func snapshot(n uint64, final bool) stream.Snapshot {
+	tot := stream.Totals{}
+	tot.Events[stream.MemAborts], tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], tot.LostSamples = n, 2*n, 1
+	tot.Causes[stream.CauseGlobalHardLimit] = 2 * n
+	o := stream.OwnerCounts{Owner: stream.Owner{PID: 7, Comm: "reader", CgroupPath: "/docker/abc"}, Counts: stream.Counts{}}
+	o.Drops[stream.ProtoTCP][stream.ReasonProtoMem] = 2 * n
+	return stream.Snapshot{Time: t0.Add(time.Duration(n) * time.Second), Totals: tot, Owners: []stream.OwnerCounts{o},
+		Global: stream.Global{MemPages: 3000, Pressure: true, TCPMem: [3]int64{1000, 2000, 3000}}, Final: final}
 }
 
 // write records events and snapshots as a live trace would.
@@ -63,12 +63,12 @@ func write(t *testing.T, path string, maxSize int64, rounds int) {
 	}
 	for i := 0; i < rounds; i++ {
 		for _, e := range events() {
-			if err := w.Write(tracer.Record{Event: &e}); err != nil {
+			if err := w.Write(stream.Record{Event: &e}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		s := snapshot(uint64(i+1), i == rounds-1)
-		if err := w.Write(tracer.Record{Snapshot: &s}); err != nil {
+		if err := w.Write(stream.Record{Snapshot: &s}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -78,14 +78,14 @@ func write(t *testing.T, path string, maxSize int64, rounds int) {
 }
 
 type replay struct {
-	events []tracer.Event
-	snaps  []tracer.Snapshot
+	events []stream.Event
+	snaps  []stream.Snapshot
 }
 
-func read(t *testing.T, src tracer.Source) (replay, error) {
+func read(t *testing.T, src stream.Source) (replay, error) {
 	t.Helper()
 	var out replay
-	err := src.Run(context.Background(), func(r tracer.Record) error {
+	err := src.Run(context.Background(), func(r stream.Record) error {
 		if r.Event != nil {
 			out.events = append(out.events, *r.Event)
 		}
@@ -132,7 +132,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 // normal drops the monotonic clock reading, which a file cannot keep.
-func normal(e tracer.Event) tracer.Event {
+func normal(e stream.Event) stream.Event {
 	e.Time = e.Time.Round(0)
 	e.Socket.ClosedAt = e.Socket.ClosedAt.Round(0)
 	return e
@@ -300,10 +300,10 @@ func FuzzReader(f *testing.F) {
 		f.Fatal(err)
 	}
 	for _, e := range events() {
-		w.Write(tracer.Record{Event: &e})
+		w.Write(stream.Record{Event: &e})
 	}
 	s := snapshot(1, true)
-	w.Write(tracer.Record{Snapshot: &s})
+	w.Write(stream.Record{Snapshot: &s})
 	w.Close()
 	seed, _ := os.ReadFile(path)
 	f.Add(seed)
@@ -314,7 +314,7 @@ func FuzzReader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		r.Run(context.Background(), func(tracer.Record) error { return nil })
+		r.Run(context.Background(), func(stream.Record) error { return nil })
 	})
 }
 
@@ -344,8 +344,8 @@ func TestFilter(t *testing.T) {
 			t.Fatal(err)
 		}
 		last := got.snaps[len(got.snaps)-1]
-		if len(got.events) != tc.events || last.Totals.Drops["PROTO_MEM"] != tc.drops || last.Totals.LostSamples != 1 {
-			t.Errorf("%+v: %d events, %d drops (lost %d); want %d, %d", tc.f, len(got.events), last.Totals.Drops["PROTO_MEM"],
+		if len(got.events) != tc.events || last.Totals.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != tc.drops || last.Totals.LostSamples != 1 {
+			t.Errorf("%+v: %d events, %d drops (lost %d); want %d, %d", tc.f, len(got.events), last.Totals.Drops[stream.ProtoTCP][stream.ReasonProtoMem],
 				last.Totals.LostSamples, tc.events, tc.drops)
 		}
 	}
@@ -370,7 +370,7 @@ func TestRecordedOnAnotherKernel(t *testing.T) {
 	}
 	var drops uint64
 	for _, e := range got.events {
-		if e.Kind != tracer.KindDrop {
+		if e.Kind != stream.KindDrop {
 			continue
 		}
 		if e.Reason != "PROTO_MEM" || e.DropCause != "rcvbuf" || e.Owner.Comm != "tmt-reader" {
@@ -379,7 +379,7 @@ func TestRecordedOnAnotherKernel(t *testing.T) {
 		drops++
 	}
 	tot := got.snaps[len(got.snaps)-1].Totals
-	if drops != 50 || tot.Drops["PROTO_MEM"] != 50 || tot.DropsByCause["rcvbuf"] != 50 {
-		t.Errorf("%d drop events, totals %v by cause %v", drops, tot.Drops, tot.DropsByCause)
+	if drops != 50 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != 50 || tot.Causes[stream.CauseRcvbuf] != 50 {
+		t.Errorf("%d drop events, totals %v by cause %v", drops, tot.Drops, tot.Causes)
 	}
 }

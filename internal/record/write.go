@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // clock dates a recording's header; tests fix it.
@@ -35,10 +35,10 @@ type Writer struct {
 // Create starts a recording at path: mode 0600, never through a symlink.
 // Past maxSize bytes the file rotates to path.1 (path.1 to path.2, ...),
 // keeping maxFiles old files.
-func Create(path string, info tracer.Info, maxSize int64, maxFiles int) (*Writer, error) {
+func Create(path string, info stream.Info, maxSize int64, maxFiles int) (*Writer, error) {
 	w := &Writer{path: path, maxSize: maxSize, maxFiles: maxFiles, header: Header{
 		Format: "tcpmemtrace recording", Version: version, Created: clock(), Info: info,
-		DropReasons: tracer.MemoryDropReasons, ResetReason: tracer.AbortResetReason,
+		DropReasons: stream.MemoryDropReasons, ResetReason: stream.AbortResetReason,
 	}}
 	w.enc.intern = w.intern
 	if err := w.open(); err != nil {
@@ -117,7 +117,7 @@ func (w *Writer) intern(s string) uint64 {
 
 // Write appends one record of the stream. Snapshots also flush, so a crash
 // loses at most the last second.
-func (w *Writer) Write(r tracer.Record) error {
+func (w *Writer) Write(r stream.Record) error {
 	switch {
 	case r.Event != nil:
 		w.enc.b = w.enc.b[:0]

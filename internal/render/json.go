@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // SchemaVersion changes when a field changes meaning or goes away.
@@ -49,7 +49,7 @@ type StartObject struct {
 	PIDs        []uint32          `json:"pids,omitempty"`
 	Comm        string            `json:"comm,omitempty"`
 	Cgroup      string            `json:"cgroup,omitempty"`
-	Hooks       []tracer.Hook     `json:"hooks"`
+	Hooks       []stream.Hook     `json:"hooks"`
 	Notes       []string          `json:"notes,omitempty"`
 	DropReasons map[string]uint32 `json:"drop_reasons"`
 }
@@ -65,7 +65,7 @@ type EventObject struct {
 	Comm            string            `json:"comm"`
 	CgroupID        uint64            `json:"cgroup_id,omitempty"`
 	Cgroup          string            `json:"cgroup,omitempty"`
-	Container       *tracer.Container `json:"container,omitempty"`
+	Container       *stream.Container `json:"container,omitempty"`
 	CurrentPID      uint32            `json:"current_pid"` // task that ran the hook
 	Socket          *SocketJSON       `json:"socket,omitempty"`
 	Bytes           uint32            `json:"bytes,omitempty"`
@@ -73,7 +73,7 @@ type EventObject struct {
 	Mem             *MemJSON          `json:"mem,omitempty"`
 	PressureEpisode uint64            `json:"pressure_episode,omitempty"`
 	// Holders: pressure_enter only.
-	Holders []tracer.Holder `json:"holders,omitempty"`
+	Holders []stream.Holder `json:"holders,omitempty"`
 }
 
 // SocketJSON is an event's socket.
@@ -109,7 +109,7 @@ type SummaryObject struct {
 	Time         time.Time      `json:"time"`
 	DurationS    float64        `json:"duration_s"`
 	NetNS        uint32         `json:"netns,omitempty"`
-	Totals       tracer.Totals  `json:"totals"`
+	Totals       stream.Totals  `json:"totals"`
 	PeakMemPages int64          `json:"peak_mem_pages"`
 	PeakMemBytes int64          `json:"peak_mem_bytes"`
 	PeakTCPMem   [3]int64       `json:"peak_tcp_mem_pages"` // tcp_mem when the peak was seen
@@ -134,7 +134,7 @@ type EpisodeJSON struct {
 	PeakPages      int64      `json:"peak_pages"`
 	PeakTCPMemPage [3]int64   `json:"peak_tcp_mem_pages"`
 	// HoldersAtStart held the most TCP memory as it began.
-	HoldersAtStart []tracer.Holder `json:"holders_at_start"`
+	HoldersAtStart []stream.Holder `json:"holders_at_start"`
 }
 
 // ProcessJSON is one owner's exact counts. pid 0 is "owner unknown";
@@ -144,8 +144,20 @@ type ProcessJSON struct {
 	Comm      string            `json:"comm"`
 	CgroupID  uint64            `json:"cgroup_id"`
 	Cgroup    string            `json:"cgroup"`
-	Container *tracer.Container `json:"container,omitempty"`
-	tracer.Counts
+	Container *stream.Container `json:"container,omitempty"`
+	Counts    stream.Counts     `json:"-"` // written after the fields above
+}
+
+// MarshalJSON writes the fields, then the counts.
+func (p ProcessJSON) MarshalJSON() ([]byte, error) {
+	type fields ProcessJSON
+	return stream.ObjectWithCounts(fields(p), &p.Counts, nil)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (p *ProcessJSON) UnmarshalJSON(b []byte) error {
+	type fields ProcessJSON
+	return unmarshalWithCounts(b, (*fields)(p), &p.Counts)
 }
 
 // GroupJSON is owners summed by cgroup or by command.
@@ -153,29 +165,61 @@ type GroupJSON struct {
 	Key       string            `json:"key"`
 	CgroupID  uint64            `json:"cgroup_id,omitempty"`
 	Cgroup    string            `json:"cgroup,omitempty"`
-	Container *tracer.Container `json:"container,omitempty"`
+	Container *stream.Container `json:"container,omitempty"`
 	Comm      string            `json:"comm,omitempty"`
 	PIDs      []uint32          `json:"pids"`
-	tracer.Counts
+	Counts    stream.Counts     `json:"-"` // written after the fields above
+}
+
+// MarshalJSON writes the fields, then the counts.
+func (g GroupJSON) MarshalJSON() ([]byte, error) {
+	type fields GroupJSON
+	return stream.ObjectWithCounts(fields(g), &g.Counts, nil)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (g *GroupJSON) UnmarshalJSON(b []byte) error {
+	type fields GroupJSON
+	return unmarshalWithCounts(b, (*fields)(g), &g.Counts)
 }
 
 // SocketStatsJSON is one socket's events.
 type SocketStatsJSON struct {
-	Cookie uint64 `json:"cookie,omitempty"`
-	NetNS  uint32 `json:"netns"`
-	Src    string `json:"src"`
-	Dst    string `json:"dst"`
-	State  string `json:"state"`
-	Orphan bool   `json:"orphan"`
-	PID    uint32 `json:"pid"`
-	Comm   string `json:"comm"`
-	Cgroup string `json:"cgroup,omitempty"`
-	Events uint64 `json:"events"`
-	tracer.Counts
+	Cookie uint64        `json:"cookie,omitempty"`
+	NetNS  uint32        `json:"netns"`
+	Src    string        `json:"src"`
+	Dst    string        `json:"dst"`
+	State  string        `json:"state"`
+	Orphan bool          `json:"orphan"`
+	PID    uint32        `json:"pid"`
+	Comm   string        `json:"comm"`
+	Cgroup string        `json:"cgroup,omitempty"`
+	Events uint64        `json:"events"`
+	Counts stream.Counts `json:"-"` // written after the fields above
 }
 
-func container(c tracer.Container) *tracer.Container {
-	if c == (tracer.Container{}) {
+// MarshalJSON writes the fields, then the counts.
+func (s SocketStatsJSON) MarshalJSON() ([]byte, error) {
+	type fields SocketStatsJSON
+	return stream.ObjectWithCounts(fields(s), &s.Counts, nil)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (s *SocketStatsJSON) UnmarshalJSON(b []byte) error {
+	type fields SocketStatsJSON
+	return unmarshalWithCounts(b, (*fields)(s), &s.Counts)
+}
+
+// unmarshalWithCounts reads an object's own fields, then its counts.
+func unmarshalWithCounts[T any](b []byte, fields *T, c *stream.Counts) error {
+	if err := json.Unmarshal(b, fields); err != nil {
+		return err
+	}
+	return c.UnmarshalJSON(b)
+}
+
+func container(c stream.Container) *stream.Container {
+	if c == (stream.Container{}) {
 		return nil
 	}
 	return &c
@@ -195,7 +239,7 @@ type WarningJSON struct {
 }
 
 // Start writes the start object.
-func (j *JSON) Start(info tracer.Info) error {
+func (j *JSON) Start(info stream.Info) error {
 	j.pageSize = int64(info.PageSize)
 	o := StartObject{
 		Type: "start", Version: SchemaVersion, Time: info.Start, Hostname: info.Hostname, Kernel: info.Kernel,
@@ -214,9 +258,9 @@ func (j *JSON) Start(info tracer.Info) error {
 }
 
 // EventJSON converts an event to its JSON object.
-func EventJSON(e *tracer.Event) EventObject {
+func EventJSON(e *stream.Event) EventObject {
 	cause := e.Cause
-	if e.Kind == tracer.KindDrop {
+	if e.Kind == stream.KindDrop {
 		cause = e.DropCause
 	}
 	o := EventObject{
@@ -225,7 +269,7 @@ func EventJSON(e *tracer.Event) EventObject {
 		Container: container(e.Owner.Container), CurrentPID: e.CurrentPID,
 		Bytes: e.Bytes, Truesize: e.Truesize, PressureEpisode: e.PressureID, Holders: e.Holders,
 	}
-	if e.Kind == tracer.KindRefusal {
+	if e.Kind == stream.KindRefusal {
 		o.Direction = "recv"
 		if e.Send {
 			o.Direction = "send"
@@ -251,10 +295,10 @@ func EventJSON(e *tracer.Event) EventObject {
 }
 
 // Event writes one event object.
-func (j *JSON) Event(e *tracer.Event) error { return j.enc.Encode(EventJSON(e)) }
+func (j *JSON) Event(e *stream.Event) error { return j.enc.Encode(EventJSON(e)) }
 
 // Summary writes the summary object.
-func (j *JSON) Summary(info tracer.Info, s aggregate.Summary) error {
+func (j *JSON) Summary(info stream.Info, s aggregate.Summary) error {
 	o := SummaryObject{
 		Type: "summary", Time: s.End, DurationS: s.End.Sub(s.Start).Seconds(), NetNS: info.NetNS,
 		Totals: s.Totals, PeakMemPages: s.PeakMemPages, PeakMemBytes: s.PeakMemPages * j.pageSize,
@@ -286,7 +330,7 @@ func (j *JSON) Summary(info tracer.Info, s aggregate.Summary) error {
 			StartPages: ep.StartPages, PeakPages: ep.PeakPages, PeakTCPMemPage: ep.PeakLimits,
 			HoldersAtStart: ep.Holders}
 		if ej.HoldersAtStart == nil {
-			ej.HoldersAtStart = []tracer.Holder{}
+			ej.HoldersAtStart = []stream.Holder{}
 		}
 		if !ep.End.IsZero() {
 			end := ep.End

@@ -6,24 +6,24 @@ import (
 	"fmt"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // Sink is one output format.
 type Sink interface {
 	// Start is written once every hook is attached.
-	Start(info tracer.Info) error
-	Event(e *tracer.Event) error
-	Summary(info tracer.Info, s aggregate.Summary) error
+	Start(info stream.Info) error
+	Event(e *stream.Event) error
+	Summary(info stream.Info, s aggregate.Summary) error
 	Flush() error
 }
 
 // Discard is the sink of --quiet.
 type Discard struct{}
 
-func (Discard) Start(tracer.Info) error                      { return nil }
-func (Discard) Event(*tracer.Event) error                    { return nil }
-func (Discard) Summary(tracer.Info, aggregate.Summary) error { return nil }
+func (Discard) Start(stream.Info) error                      { return nil }
+func (Discard) Event(*stream.Event) error                    { return nil }
+func (Discard) Summary(stream.Info, aggregate.Summary) error { return nil }
 func (Discard) Flush() error                                 { return nil }
 
 // pct is v as a percentage of of, 0 when of is 0.

@@ -12,79 +12,78 @@ import (
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
-	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
 var t0 = time.Date(2026, 11, 25, 16, 43, 37, 637_000_000, time.UTC)
 
-func info() tracer.Info {
-	return tracer.Info{
+func info() stream.Info {
+	return stream.Info{
 		Hostname: "vm", Kernel: "6.18.44", BootID: "b00t", PageSize: 4096, Start: t0,
 		TCPMem: [3]int64{287898, 383866, 575796}, TCPRmem: [3]int64{4096, 131072, 33554432},
 		TCPWmem: [3]int64{4096, 16384, 4194304}, MaxOrphans: 131072, NetNS: 4026532200,
-		Hooks: []tracer.Hook{
-			{Event: tracer.EventAborts, Using: "tp_btf/tcp_send_reset reason TCP_ABORT_ON_MEMORY=13",
-				Rejected: []tracer.Rejected{{Hook: "fexit/tcp_check_oom", Reason: "operation not permitted"}}},
-			{Event: tracer.EventRefusals},
+		Hooks: []stream.Hook{
+			{Event: stream.EventAborts, Using: "tp_btf/tcp_send_reset reason TCP_ABORT_ON_MEMORY=13",
+				Rejected: []stream.Rejected{{Hook: "fexit/tcp_check_oom", Reason: "operation not permitted"}}},
+			{Event: stream.EventRefusals},
 		},
 		DropReasons: map[string]uint32{"PROTO_MEM": 20},
 		Notes:       []string{"memory_pressure and tcp_mem are read with bpf_probe_read_kernel"},
 	}
 }
 
-func events() []tracer.Event {
+func events() []stream.Event {
 	lim := [3]int64{1000, 2000, 3000}
-	reader := tracer.Socket{Cookie: 7, NetNS: 4026532200, Family: 2, Protocol: 6, State: 1,
+	reader := stream.Socket{Cookie: 7, NetNS: 4026532200, Family: 2, Protocol: 6, State: 1,
 		Src: netip.MustParseAddrPort("127.0.0.1:43137"), Dst: netip.MustParseAddrPort("127.0.0.1:43498"),
 		RmemAlloc: 33573, Rcvbuf: 131072, Sndbuf: 3939840}
-	writer := tracer.Socket{Cookie: 8, NetNS: 4026532200, Family: 2, Protocol: 6, State: 7,
+	writer := stream.Socket{Cookie: 8, NetNS: 4026532200, Family: 2, Protocol: 6, State: 7,
 		Src: netip.MustParseAddrPort("127.0.0.1:43498"), Dst: netip.MustParseAddrPort("127.0.0.1:43137"),
 		WmemQueued: 48448, Sndbuf: 87040}
-	return []tracer.Event{
-		{Time: t0, Kind: tracer.KindPressureEnter, Mem: tracer.Mem{Allocated: 2029, Limits: lim}, PressureID: 4295,
-			CurrentPID: 7390, Holders: []tracer.Holder{{Process: sockdiag.Process{PID: 7386, Comm: "tmt-reader"}, Sockets: 300, RecvBytes: 7 << 20}}},
-		{Time: t0, Kind: tracer.KindRefusal, Socket: reader, Owner: tracer.Owner{PID: 7386, Comm: "tmt-reader"},
-			Mem: tracer.Mem{Allocated: 2029, Limits: lim}, CurrentPID: 7390},
-		{Time: t0, Kind: tracer.KindDrop, Reason: "PROTO_MEM", DropCause: "global_pressure", Bytes: 32741, Truesize: 33536, Socket: reader,
-			Owner: tracer.Owner{PID: 7386, Comm: "tmt-reader", CgroupID: 1}, Mem: tracer.Mem{Allocated: 2029, Limits: lim},
+	return []stream.Event{
+		{Time: t0, Kind: stream.KindPressureEnter, Mem: stream.Mem{Allocated: 2029, Limits: lim}, PressureID: 4295,
+			CurrentPID: 7390, Holders: []stream.Holder{{Process: stream.Process{PID: 7386, Comm: "tmt-reader"}, Sockets: 300, RecvBytes: 7 << 20}}},
+		{Time: t0, Kind: stream.KindRefusal, Socket: reader, Owner: stream.Owner{PID: 7386, Comm: "tmt-reader"},
+			Mem: stream.Mem{Allocated: 2029, Limits: lim}, CurrentPID: 7390},
+		{Time: t0, Kind: stream.KindDrop, Reason: "PROTO_MEM", DropCause: "global_pressure", Bytes: 32741, Truesize: 33536, Socket: reader,
+			Owner: stream.Owner{PID: 7386, Comm: "tmt-reader", CgroupID: 1}, Mem: stream.Mem{Allocated: 2029, Limits: lim},
 			CurrentPID: 7390, PressureID: 4295},
-		{Time: t0.Add(4 * time.Second), Kind: tracer.KindAbort, Cause: tracer.CauseOrphans,
-			Socket: tracer.Socket{Cookie: 9, NetNS: 4026532200, Family: 2, Protocol: 6, State: 4, Orphan: true,
+		{Time: t0.Add(4 * time.Second), Kind: stream.KindAbort, Cause: stream.CauseOrphans,
+			Socket: stream.Socket{Cookie: 9, NetNS: 4026532200, Family: 2, Protocol: 6, State: 4, Orphan: true,
 				ClosedAt: t0.Add(2900 * time.Millisecond), WmemQueued: 9000,
 				Src: netip.MustParseAddrPort("127.0.0.1:43500"), Dst: netip.MustParseAddrPort("127.0.0.1:43137")},
-			Owner: tracer.Owner{PID: 7390, Comm: "tmt-writer"}, Mem: tracer.Mem{Allocated: 300, Limits: lim}},
-		{Time: t0.Add(4 * time.Second), Kind: tracer.KindAbort, Cause: tracer.CauseMemory, Reason: "TCP_ABORT_ON_MEMORY",
-			Socket: writer, Owner: tracer.Owner{PID: 7390, Comm: "tmt-writer"}, Mem: tracer.Mem{Allocated: 3068, Limits: lim},
+			Owner: stream.Owner{PID: 7390, Comm: "tmt-writer"}, Mem: stream.Mem{Allocated: 300, Limits: lim}},
+		{Time: t0.Add(4 * time.Second), Kind: stream.KindAbort, Cause: stream.CauseMemory, Reason: "TCP_ABORT_ON_MEMORY",
+			Socket: writer, Owner: stream.Owner{PID: 7390, Comm: "tmt-writer"}, Mem: stream.Mem{Allocated: 3068, Limits: lim},
 			CurrentPID: 7390},
-		{Time: t0.Add(4500 * time.Millisecond), Kind: tracer.KindPressureLeave, Mem: tracer.Mem{Allocated: 120, Limits: lim}, PressureID: 4295},
-		{Time: t0.Add(5 * time.Second), Kind: tracer.KindDrop, Reason: "SOCKET_RCVBUFF", Bytes: 1200,
-			Socket: tracer.Socket{NetNS: 4026531840, Protocol: 17}},
+		{Time: t0.Add(4500 * time.Millisecond), Kind: stream.KindPressureLeave, Mem: stream.Mem{Allocated: 120, Limits: lim}, PressureID: 4295},
+		{Time: t0.Add(5 * time.Second), Kind: stream.KindDrop, Reason: "SOCKET_RCVBUFF", Bytes: 1200,
+			Socket: stream.Socket{NetNS: 4026531840, Protocol: 17}},
 	}
 }
 
 func summary() aggregate.Summary {
 	a := aggregate.New(t0)
-	tot := tracer.NewTotals()
-	tot.MemAborts, tot.PressureEpisodes, tot.RefusalsRecv, tot.SendStalls = 62, 1, 916, 7
-	tot.DropsByCause["global_hard_limit"], tot.DropsByCause["global_pressure"] = 400, 51
-	tot.Drops["PROTO_MEM"], tot.DropBytes["PROTO_MEM"] = 451, 18245632
-	tot.OtherDrops["SOCKET_RCVBUFF"], tot.OtherDropBytes["SOCKET_RCVBUFF"] = 1, 1200
+	tot := stream.Totals{}
+	tot.Events[stream.MemAborts], tot.PressureEpisodes, tot.Events[stream.RefusalsRecv], tot.Events[stream.SendStalls] = 62, 1, 916, 7
+	tot.Causes[stream.CauseGlobalHardLimit], tot.Causes[stream.CauseGlobalPressure] = 400, 51
+	tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], tot.DropBytes[stream.ProtoTCP][stream.ReasonProtoMem] = 451, 18245632
+	tot.Drops[stream.ProtoOther][stream.ReasonSocketRcvbuff], tot.DropBytes[stream.ProtoOther][stream.ReasonSocketRcvbuff] = 1, 1200
 	for _, e := range events() {
-		a.Add(tracer.Record{Event: &e})
+		a.Add(stream.Record{Event: &e})
 	}
-	reader := tracer.OwnerCounts{Owner: tracer.Owner{PID: 7386, Comm: "tmt-reader", CgroupID: 9, CgroupPath: "/system.slice/docker-" +
+	reader := stream.OwnerCounts{Owner: stream.Owner{PID: 7386, Comm: "tmt-reader", CgroupID: 9, CgroupPath: "/system.slice/docker-" +
 		"4f6d2c3b1a0e9f8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180706f5e4d3c2b1.scope",
-		Container: tracer.Container{Runtime: "docker", ID: "4f6d2c3b1a0e9f8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180706f5e4d3c2b1"}}, Counts: tracer.NewCounts()}
-	reader.Drops["PROTO_MEM"], reader.DropBytes["PROTO_MEM"], reader.RefusalsRecv = 451, 18245632, 916
-	writer := tracer.OwnerCounts{Owner: tracer.Owner{PID: 7390, Comm: "tmt-writer", CgroupID: 1, CgroupPath: "/"}, Counts: tracer.NewCounts()}
-	writer.MemAborts = 62
-	unknown := tracer.OwnerCounts{Counts: tracer.NewCounts()}
-	unknown.OtherDrops["SOCKET_RCVBUFF"], unknown.OtherDropBytes["SOCKET_RCVBUFF"] = 1, 1200
-	a.Add(tracer.Record{Snapshot: &tracer.Snapshot{Time: t0.Add(22 * time.Second), Totals: tot, Final: true,
-		Owners: []tracer.OwnerCounts{unknown, reader, writer}}})
+		Container: stream.Container{Runtime: "docker", ID: "4f6d2c3b1a0e9f8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180706f5e4d3c2b1"}}, Counts: stream.Counts{}}
+	reader.Drops[stream.ProtoTCP][stream.ReasonProtoMem], reader.DropBytes[stream.ProtoTCP][stream.ReasonProtoMem], reader.Events[stream.RefusalsRecv] = 451, 18245632, 916
+	writer := stream.OwnerCounts{Owner: stream.Owner{PID: 7390, Comm: "tmt-writer", CgroupID: 1, CgroupPath: "/"}, Counts: stream.Counts{}}
+	writer.Events[stream.MemAborts] = 62
+	unknown := stream.OwnerCounts{Counts: stream.Counts{}}
+	unknown.Drops[stream.ProtoOther][stream.ReasonSocketRcvbuff], unknown.DropBytes[stream.ProtoOther][stream.ReasonSocketRcvbuff] = 1, 1200
+	a.Add(stream.Record{Snapshot: &stream.Snapshot{Time: t0.Add(22 * time.Second), Totals: tot, Final: true,
+		Owners: []stream.OwnerCounts{unknown, reader, writer}}})
 	a.SetKernelLog(kmsg.Counts{Lines: map[string]int{"mem_aborts": 10}, Suppressed: 57})
 	return a.Summary()
 }

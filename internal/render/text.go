@@ -9,7 +9,7 @@ import (
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/units"
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // Text writes a header, one line per event and a summary table, like the
@@ -45,7 +45,7 @@ func NewText(w io.Writer, by string) *Text {
 const lineFormat = "%-12s %-7s %-15s %-21s %-21s %-11s %-19s %s\n"
 
 // Start writes the header: kernel, tcp_mem in pages and bytes, hooks.
-func (t *Text) Start(info tracer.Info) error {
+func (t *Text) Start(info stream.Info) error {
 	t.pageSize = int64(info.PageSize)
 	w := t.w
 	fmt.Fprintf(w, "tcpmemtrace on %s, Linux %s, page size %d\n", info.Hostname, info.Kernel, info.PageSize)
@@ -70,7 +70,7 @@ func (t *Text) Start(info tracer.Info) error {
 }
 
 // WriteHooks lists each event's hook and the variants not used, with why.
-func WriteHooks(w io.Writer, hooks []tracer.Hook) {
+func WriteHooks(w io.Writer, hooks []stream.Hook) {
 	fmt.Fprintln(w, "hooks:")
 	for _, h := range hooks {
 		using := h.Using
@@ -89,8 +89,8 @@ func WriteHooks(w io.Writer, hooks []tracer.Hook) {
 
 // Event writes one line. Receive-side refusals are left to the summary:
 // each is the first half of a drop line that follows, or of a retry.
-func (t *Text) Event(e *tracer.Event) error {
-	if e.Kind == tracer.KindRefusal && !e.Send {
+func (t *Text) Event(e *stream.Event) error {
+	if e.Kind == stream.KindRefusal && !e.Send {
 		return nil
 	}
 	pid, comm := "-", "-"
@@ -106,7 +106,7 @@ func (t *Text) Event(e *tracer.Event) error {
 	mem := memVsLimits(e.Mem.Allocated, e.Mem.Limits)
 	s := e.Socket
 	switch e.Kind {
-	case tracer.KindAbort:
+	case stream.KindAbort:
 		event = "ABORT " + e.Cause
 		detail = append(detail, fmt.Sprintf("wmem_queued %d", s.WmemQueued), mem)
 		if s.Orphan {
@@ -116,7 +116,7 @@ func (t *Text) Event(e *tracer.Event) error {
 				detail = append(detail, "orphan")
 			}
 		}
-	case tracer.KindDrop:
+	case stream.KindDrop:
 		event = "DROP " + e.Reason
 		detail = append(detail, fmt.Sprintf("%d bytes", e.Bytes))
 		if e.DropCause != "" {
@@ -128,7 +128,7 @@ func (t *Text) Event(e *tracer.Event) error {
 		if s.Protocol != 6 && s.Protocol != 0 {
 			event += "/" + protoName(s.Protocol)
 		}
-	case tracer.KindRefusal:
+	case stream.KindRefusal:
 		dir := "recv"
 		if e.Send {
 			dir = "send"
@@ -138,10 +138,10 @@ func (t *Text) Event(e *tracer.Event) error {
 		if s.Memcg {
 			detail = append(detail, "memcg")
 		}
-	case tracer.KindPressureEnter:
+	case stream.KindPressureEnter:
 		event = "PRESSURE enter"
 		detail = append(detail, mem)
-	case tracer.KindPressureLeave:
+	case stream.KindPressureLeave:
 		event = "PRESSURE leave"
 		detail = append(detail, mem)
 	default:
@@ -153,7 +153,7 @@ func (t *Text) Event(e *tracer.Event) error {
 }
 
 // Summary writes the totals table and the kernel log comparison.
-func (t *Text) Summary(info tracer.Info, s aggregate.Summary) error {
+func (t *Text) Summary(info stream.Info, s aggregate.Summary) error {
 	w, tot := t.w, s.Totals
 	if info.PageSize > 0 {
 		t.pageSize = int64(info.PageSize)
@@ -166,25 +166,28 @@ func (t *Text) Summary(info tracer.Info, s aggregate.Summary) error {
 	row := func(name string, v uint64, extra string) {
 		fmt.Fprintln(w, strings.TrimRight(fmt.Sprintf("  %-36s %10d  %s", name, v, extra), " "))
 	}
-	row("memory aborts: out of memory", tot.MemAborts, "")
-	row("memory aborts: too many orphans", tot.OrphanAborts, "")
+	counter := func(c stream.Counter) { row(c.Doc().Label, tot.Events[c], c.Doc().Note) }
+	// The aborts first, then pressure and drops, then the other counters.
+	for _, c := range stream.Counters[:stream.AbortCounters] {
+		counter(c)
+	}
 	row("pressure episodes", tot.PressureEpisodes, "")
-	for _, r := range tracer.MemoryDropReasons {
-		row("memory drops "+r, tot.Drops[r], units.IEC(int64(tot.DropBytes[r])))
+	for _, r := range stream.Reasons {
+		row("memory drops "+r.String(), tot.Drops[stream.ProtoTCP][r], units.IEC(int64(tot.DropBytes[stream.ProtoTCP][r])))
 	}
-	for _, r := range tracer.MemoryDropReasons {
-		if tot.OtherDrops[r] > 0 {
-			row("non-TCP memory drops "+r, tot.OtherDrops[r], units.IEC(int64(tot.OtherDropBytes[r])))
+	for _, r := range stream.Reasons {
+		if n := tot.Drops[stream.ProtoOther][r]; n > 0 {
+			row("non-TCP memory drops "+r.String(), n, units.IEC(int64(tot.DropBytes[stream.ProtoOther][r])))
 		}
 	}
-	for _, c := range tracer.DropCauses {
-		if v := tot.DropsByCause[c]; v > 0 || c != "unknown" {
-			row("TCP drops caused by "+c, v, "")
+	for _, c := range stream.DropCauses {
+		if v := tot.Causes[c]; v > 0 || c != stream.CauseUnknown {
+			row("TCP drops caused by "+c.String(), v, "")
 		}
 	}
-	row("allocation refusals: send", tot.RefusalsSend, "")
-	row("allocation refusals: receive", tot.RefusalsRecv, "")
-	row("writes stalled under pressure", tot.SendStalls, "EAGAIN")
+	for _, c := range stream.Counters[stream.AbortCounters:] {
+		counter(c)
+	}
 	hi := s.PeakLimits[2]
 	fmt.Fprintf(w, "  %-36s %10d  pages, %s, %.0f%% of tcp_mem high (%d pages then)\n", "peak TCP memory", s.PeakMemPages,
 		units.IEC(s.PeakMemPages*t.pageSize), pct(s.PeakMemPages, hi), hi)
@@ -233,10 +236,10 @@ func (t *Text) groups(s aggregate.Summary) {
 	w := t.w
 	const cols = "%-6s %-6s %-8s %-10s %s"
 	// Drops of every protocol: the totals above tell TCP from the rest.
-	counts := func(c *tracer.Counts) string {
+	counts := func(c *stream.Counts) string {
 		n, b := c.AllDrops()
-		return fmt.Sprintf(cols+"\n", fmt.Sprint(c.MemAborts), fmt.Sprint(c.OrphanAborts), fmt.Sprint(n),
-			units.IEC(int64(b)), fmt.Sprintf("%d/%d", c.RefusalsSend, c.RefusalsRecv))
+		return fmt.Sprintf(cols+"\n", fmt.Sprint(c.Events[stream.MemAborts]), fmt.Sprint(c.Events[stream.OrphanAborts]), fmt.Sprint(n),
+			units.IEC(int64(b)), fmt.Sprintf("%d/%d", c.Events[stream.RefusalsSend], c.Events[stream.RefusalsRecv]))
 	}
 	head := fmt.Sprintf(cols+"\n", "A.MEM", "A.ORPH", "DROPS", "DROPPED", "REFUSED S/R")
 	switch t.by {
@@ -293,7 +296,7 @@ func pidString(pid uint32) string {
 	switch pid {
 	case 0:
 		return "-"
-	case tracer.OverflowPID:
+	case stream.OverflowPID:
 		return "other"
 	}
 	return fmt.Sprint(pid)
@@ -303,7 +306,7 @@ func commString(pid uint32, comm string) string {
 	switch pid {
 	case 0:
 		return "(unknown owner)"
-	case tracer.OverflowPID:
+	case stream.OverflowPID:
 		return "(other owners)"
 	}
 	return comm
@@ -311,7 +314,7 @@ func commString(pid uint32, comm string) string {
 
 // cgroupString names a cgroup in width columns: the container it holds
 // (docker:4f6d2c3b1a0e), else its path, cut from the left to keep the tail.
-func cgroupString(path string, c tracer.Container, width int) string {
+func cgroupString(path string, c stream.Container, width int) string {
 	switch {
 	case c.ID != "" && c.Runtime != "systemd":
 		return c.Runtime + ":" + c.Short()
@@ -324,7 +327,7 @@ func cgroupString(path string, c tracer.Container, width int) string {
 }
 
 // filters describes the filters in force.
-func filters(info tracer.Info) string {
+func filters(info stream.Info) string {
 	var f []string
 	if info.NetNS != 0 {
 		f = append(f, fmt.Sprintf("network namespace %d", info.NetNS))

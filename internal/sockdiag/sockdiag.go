@@ -7,11 +7,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"os"
-	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/netns"
 )
 
 // Socket is one TCP socket and the memory charged to it.
@@ -73,30 +73,17 @@ func DumpNetns(path string) ([]Socket, error) {
 }
 
 func socketIn(path string) (int, error) {
-	target, err := os.Open(path)
+	fd := -1
+	err := netns.Do(path, func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		return err
+	})
 	if err != nil {
-		return -1, err
-	}
-	defer target.Close()
-	runtime.LockOSThread()
-	self, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return -1, err
-	}
-	defer self.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return -1, fmt.Errorf("entering %s: %w", path, err)
-	}
-	fd, serr := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-		// Stuck in another namespace: this thread must never run Go code again.
-		panic(fmt.Sprintf("sockdiag: cannot return to the original network namespace: %v", err))
-	}
-	runtime.UnlockOSThread()
-	if serr != nil {
-		return -1, fmt.Errorf("sock_diag socket in %s: %w", path, serr)
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return -1, fmt.Errorf("sock_diag socket in %s: %w", path, err)
 	}
 	return fd, nil
 }

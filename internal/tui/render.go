@@ -10,15 +10,15 @@ import (
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/units"
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // Frame is everything one screen shows; Render depends on nothing else.
 type Frame struct {
-	Info        tracer.Info
+	Info        stream.Info
 	Now         time.Time
-	Global      tracer.Global
-	Totals      tracer.Totals
+	Global      stream.Global
+	Totals      stream.Totals
 	Rates       Rates
 	MemHistory  []int64
 	DropHistory []float64
@@ -50,14 +50,62 @@ func NewStyles(r *lipgloss.Renderer) Styles {
 	}
 }
 
-// Render draws a frame in width x height cells.
-func Render(f Frame, width, height int, st Styles) string {
-	if width < 40 || height < 10 {
-		return "tcpmemtrace: the terminal is too small (at least 40x10)"
-	}
-	var lines []string
-	add := func(s string) { lines = append(lines, clip(s, width)) }
+// The smallest screen the view draws on; below it, it says so.
+const (
+	minWidth  = 40
+	minHeight = 10
+)
 
+// Render draws a frame in width x height cells: a header, TCP memory
+// against its limits, the history, the event rates and totals, the owners
+// table in what height is left, and the key line.
+func Render(f Frame, width, height int, st Styles) string {
+	if width < minWidth || height < minHeight {
+		return tooSmall(width, height)
+	}
+	s := &screen{width: width, st: st}
+	s.header(f)
+	s.memory(f)
+	s.events(f)
+	s.owners(f, height-len(s.lines)-footer(f))
+	for len(s.lines) < height-footer(f) {
+		s.lines = append(s.lines, "")
+	}
+	s.footer(f)
+	return strings.Join(s.lines[:min(len(s.lines), height)], "\n")
+}
+
+// tooSmall says so, in words wrapped to the screen.
+func tooSmall(width, height int) string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(fmt.Sprintf("tcpmemtrace: the terminal is too small (at least %dx%d)", minWidth, minHeight)) {
+		switch {
+		case line == "":
+			line = w
+		case len(line)+1+len(w) <= width:
+			line += " " + w
+		default:
+			lines, line = append(lines, line), w
+		}
+	}
+	lines = append(lines, line)
+	for i := range lines {
+		lines[i] = trunc(lines[i], max(width, 1))
+	}
+	return strings.Join(lines[:min(len(lines), max(height, 1))], "\n")
+}
+
+// screen collects a frame's lines, each cut to the width.
+type screen struct {
+	width int
+	st    Styles
+	lines []string
+}
+
+func (s *screen) add(line string) { s.lines = append(s.lines, clip(line, s.width)) }
+
+func (s *screen) header(f Frame) {
 	mode := "live"
 	if f.Replay {
 		mode = "replay"
@@ -68,26 +116,29 @@ func Render(f Frame, width, height int, st Styles) string {
 	if f.Ended {
 		mode += ", ended"
 	}
-	add(spread(st.Title.Render("tcpmemtrace")+" "+f.Info.Hostname+" Linux "+f.Info.Kernel,
-		f.Now.Format("15:04:05")+" ["+mode+"]", width))
+	s.add(spread(s.st.Title.Render("tcpmemtrace")+" "+f.Info.Hostname+" Linux "+f.Info.Kernel,
+		f.Now.Format("15:04:05")+" ["+mode+"]", s.width))
+}
 
-	// The gauge: allocated against the watermarks.
-	g := f.Global
+// memory is the gauge of allocated pages against the watermarks, the
+// pressure state, orphans and TIME-WAIT, and the history.
+func (s *screen) memory(f Frame) {
+	g, st, width := f.Global, s.st, s.width
 	page := int64(max(f.Info.PageSize, 1))
 	label := fmt.Sprintf(" %d pages %s", g.MemPages, units.IEC(g.MemPages*page))
 	if g.TCPMem[2] > 0 {
 		label += fmt.Sprintf(", %.0f%% of high", 100*float64(g.MemPages)/float64(g.TCPMem[2]))
 	}
 	barW := min(100, max(10, width-len("TCP memory ")-len(label)-2))
-	add("TCP memory " + gauge(g.MemPages, g.TCPMem, barW, st) + label)
+	s.add("TCP memory " + gauge(g.MemPages, g.TCPMem, barW, st) + label)
 	if g.TCPMem[2] > 0 {
 		lim := fmt.Sprintf("           tcp_mem: low %d, pressure %d, high %d pages", g.TCPMem[0], g.TCPMem[1], g.TCPMem[2])
 		if bytes := fmt.Sprintf(" (%s, %s, %s)", units.IEC(g.TCPMem[0]*page), units.IEC(g.TCPMem[1]*page), units.IEC(g.TCPMem[2]*page)); len(lim)+len(bytes) <= width {
 			lim += bytes
 		}
-		add(st.Dim.Render(lim))
+		s.add(st.Dim.Render(lim))
 	} else {
-		add(st.Warn.Render("           tcp_mem unknown (not in the host's network namespace?)"))
+		s.add(st.Warn.Render("           tcp_mem unknown (not in the host's network namespace?)"))
 	}
 	pressure := st.Good.Render("no pressure")
 	if f.Pressure {
@@ -100,54 +151,59 @@ func Render(f Frame, width, height int, st Styles) string {
 	if g.MaxOrphans > 0 {
 		orphans += fmt.Sprintf("/%d (%.0f%%)", g.MaxOrphans, 100*float64(g.Orphans)/float64(g.MaxOrphans))
 	}
-	add(fmt.Sprintf("%s   %s   TIME-WAIT %d   episodes %d", pressure, orphans, g.TimeWait, f.Totals.PressureEpisodes))
-
-	// History.
+	s.add(fmt.Sprintf("%s   %s   TIME-WAIT %d   episodes %d", pressure, orphans, g.TimeWait, f.Totals.PressureEpisodes))
 	sparkW := min(60, max(8, (width-28)/2))
-	add(fmt.Sprintf("memory  %s  drops/s %s", spark(ints(f.MemHistory), sparkW), spark(f.DropHistory, sparkW)))
-	add("")
+	s.add(fmt.Sprintf("memory  %s  drops/s %s", spark(ints(f.MemHistory), sparkW), spark(f.DropHistory, sparkW)))
+	s.add("")
+}
 
-	// Rates and totals.
-	t, r := f.Totals, f.Rates
-	add(st.Head.Render(fmt.Sprintf("%-34s %10s %12s", "EVENTS", "PER SECOND", "TOTAL")))
+// events is the rates and exact totals of aborts, drops and their causes.
+func (s *screen) events(f Frame) {
+	t, r, st := f.Totals, f.Rates, s.st
+	s.add(st.Head.Render(fmt.Sprintf("%-34s %10s %12s", "EVENTS", "PER SECOND", "TOTAL")))
 	row := func(name string, rate float64, total uint64, bad bool) {
-		s := fmt.Sprintf("%-34s %10s %12d", trunc(name, 34), fmtRate(rate), total)
+		line := fmt.Sprintf("%-34s %10s %12d", trunc(name, 34), fmtRate(rate), total)
 		if bad && total > 0 {
-			s = st.Bad.Render(s)
+			line = st.Bad.Render(line)
 		}
-		add(s)
+		s.add(line)
 	}
-	row("aborts: out of memory", r.MemAborts, t.MemAborts, true)
-	row("aborts: too many orphans", r.OrphanAborts, t.OrphanAborts, true)
-	for _, name := range tracer.MemoryDropReasons {
-		if n := t.Drops[name] + t.OtherDrops[name]; n > 0 {
-			row("drops: "+name, r.Drops[name], n, true)
+	row("aborts: out of memory", r.Events[stream.MemAborts], t.Events[stream.MemAborts], true)
+	row("aborts: too many orphans", r.Events[stream.OrphanAborts], t.Events[stream.OrphanAborts], true)
+	for _, reason := range stream.Reasons {
+		if n := t.ReasonDrops(reason); n > 0 {
+			row("drops: "+reason.String(), r.Drops[reason], n, true)
 		}
 	}
-	for _, c := range tracer.DropCauses {
-		if n := t.DropsByCause[c]; n > 0 {
-			row("  cause: "+c, r.Causes[c], n, false)
+	for _, c := range stream.DropCauses {
+		if n := t.Causes[c]; n > 0 {
+			row("  cause: "+c.String(), r.Causes[c], n, false)
 		}
 	}
 	if t.LostSamples+t.Unsampled > 0 {
 		row("records not shown (counts exact)", r.Lost+r.Unsampled, t.LostSamples+t.Unsampled, false)
 	}
-	add("")
+	s.add("")
+}
 
-	// Owners, in what height is left above the key line.
-	o := f.Options
+// owners is the owners table in room lines, title and head included.
+func (s *screen) owners(f Frame, room int) {
+	o, st := f.Options, s.st
 	title := fmt.Sprintf("TOP BY %s, sorted by %s", strings.ToUpper(o.Group), o.Sort)
 	if o.Filter != "" {
 		title += fmt.Sprintf(", filter %q", o.Filter)
 	}
-	add(st.Title.Render(title))
-	keyW, nameW, detailW := columns(o.Group, width)
-	add(st.Head.Render(clip(fmt.Sprintf("%-*s %-*s %-*s %8s %8s %9s %9s", keyW, keyHead(o.Group), nameW, nameHead(o.Group),
-		detailW, detailHead(o.Group), "DROPS", "ABORTS", "DROPPED", "QUEUED"), width)))
-	room := height - len(lines) - footer(f)
+	if room < 3 { // not even one row: the events above matter more
+		return
+	}
+	s.add(st.Title.Render(title))
+	keyW, nameW, detailW := columns(o.Group, s.width)
+	s.add(st.Head.Render(fmt.Sprintf("%-*s %-*s %-*s %8s %8s %9s %9s", keyW, keyHead(o.Group), nameW, nameHead(o.Group),
+		detailW, detailHead(o.Group), "DROPS", "ABORTS", "DROPPED", "QUEUED")))
+	room -= 2
 	for i, rw := range f.Rows {
 		if i == room-1 && len(f.Rows) > room {
-			add(st.Dim.Render(fmt.Sprintf("... %d more", len(f.Rows)-i)))
+			s.add(st.Dim.Render(fmt.Sprintf("... %d more", len(f.Rows)-i)))
 			break
 		}
 		if i >= room {
@@ -157,30 +213,29 @@ func Render(f Frame, width, height int, st Styles) string {
 		if rw.Queued >= 0 {
 			queued = units.IEC(rw.Queued)
 		}
-		s := fmt.Sprintf("%-*s %-*s %-*s %8d %8d %9s %9s", keyW, trunc(rw.Key, keyW), nameW, trunc(rw.Name, nameW),
-			detailW, trunc(rw.Detail, detailW), rw.Drops, rw.Aborts, units.IEC(int64(rw.Bytes)), queued)
-		add(s)
+		s.add(fmt.Sprintf("%-*s %-*s %-*s %8d %8d %9s %9s", keyW, trunc(rw.Key, keyW), nameW, trunc(rw.Name, nameW),
+			detailW, trunc(rw.Detail, detailW), rw.Drops, rw.Aborts, units.IEC(int64(rw.Bytes)), queued))
 	}
 	if len(f.Rows) == 0 {
-		add(st.Dim.Render("(no owner has lost data yet)"))
+		s.add(st.Dim.Render("(no owner has lost data yet)"))
 	}
-	for len(lines) < height-footer(f) {
-		lines = append(lines, "")
-	}
-	if o.Help {
+}
+
+// footer is the help, an error, and the key line.
+func (s *screen) footer(f Frame) {
+	if f.Options.Help {
 		for _, h := range helpLines {
-			add(h)
+			s.add(h)
 		}
 	}
 	if f.Stopped != "" {
-		add(st.Bad.Render("stopped: " + f.Stopped))
+		s.add(s.st.Bad.Render("stopped: " + f.Stopped))
 	}
 	keys := "g group  s sort  p pause  / filter  ? help  q quit"
-	if o.Editing != nil {
-		keys = "filter: " + *o.Editing + "_   (enter: apply, esc: clear)"
+	if e := f.Options.Editing; e != nil {
+		keys = "filter: " + *e + "_   (enter: apply, esc: clear)"
 	}
-	add(st.Key.Render(keys))
-	return strings.Join(lines[:min(len(lines), height)], "\n")
+	s.add(s.st.Key.Render(keys))
 }
 
 var helpLines = []string{
@@ -190,21 +245,32 @@ var helpLines = []string{
 	"Counts are exact (kernel); rates are over the last second.",
 }
 
-// columns sizes the owners table's text columns; the four figures take 37.
+// columns sizes the owners table's text columns in what the four figures
+// (37 cells) leave, never below zero: on a narrow screen the columns that
+// matter least shrink first.
 func columns(group string, width int) (key, name, detail int) {
-	rest := width - 37 - 3
+	rest := max(0, width-37-3)
+	take := func(want int) int {
+		n := min(want, rest)
+		rest -= n
+		return n
+	}
 	switch group {
 	case "cgroup":
-		name = 24 // runtime and a 12-digit container id
-		return rest - name, name, 0
+		name = take(24) // runtime and a 12-digit container id
+		return rest, name, 0
 	case "socket":
-		name, detail = 16, 11
-		if rest-name-detail < 33 { // two addresses first
-			detail = 0
+		key = take(33) // two addresses first
+		name = take(16)
+		if rest >= 11 {
+			detail = 11
+			rest -= 11
 		}
-		return rest - name - detail, name, detail
+		return key + rest, name, detail
 	}
-	return 7, 16, rest - 7 - 16
+	key = take(7)
+	name = take(16)
+	return key, name, rest
 }
 
 func detailHead(group string) string {
@@ -217,7 +283,7 @@ func detailHead(group string) string {
 	return "CGROUP"
 }
 
-// footer is the lines under the owners table: help, an error, the keys.
+// footer counts the lines under the owners table: help, an error, the keys.
 func footer(f Frame) int {
 	n := 1
 	if f.Options.Help {
@@ -325,7 +391,11 @@ func spread(left, right string, width int) string {
 	return left + strings.Repeat(" ", gap) + right
 }
 
+// trunc cuts s to w runes, marking the cut; a width of 0 or less is empty.
 func trunc(s string, w int) string {
+	if w <= 0 {
+		return ""
+	}
 	if r := []rune(s); len(r) > w {
 		return string(r[:w-1]) + "…"
 	}

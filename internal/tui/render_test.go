@@ -2,7 +2,9 @@ package tui
 
 import (
 	"flag"
+	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +15,7 @@ import (
 	"github.com/muesli/termenv"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden frames")
@@ -27,20 +29,22 @@ func plain() Styles {
 // incident is the tcp_mem reproduction as the view sees it mid-episode.
 func incident() Frame {
 	t0 := time.Date(2026, 11, 25, 17, 0, 20, 0, time.UTC)
-	tot := tracer.NewTotals()
-	tot.MemAborts, tot.PressureEpisodes = 300, 1
-	tot.Drops["PROTO_MEM"], tot.DropBytes["PROTO_MEM"] = 901, 29_490_000
-	tot.DropsByCause["global_hard_limit"], tot.DropsByCause["global_pressure"] = 842, 59
-	tot.OtherDrops["SOCKET_RCVBUFF"] = 3
+	tot := stream.Totals{}
+	tot.Events[stream.MemAborts], tot.PressureEpisodes = 300, 1
+	tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], tot.DropBytes[stream.ProtoTCP][stream.ReasonProtoMem] = 901, 29_490_000
+	tot.Causes[stream.CauseGlobalHardLimit], tot.Causes[stream.CauseGlobalPressure] = 842, 59
+	tot.Drops[stream.ProtoOther][stream.ReasonSocketRcvbuff] = 3
 	tot.Unsampled = 120
 	return Frame{
-		Info: tracer.Info{Hostname: "vm", Kernel: "6.18.44", PageSize: 4096, TCPMem: [3]int64{1000, 2000, 3000}},
+		Info: stream.Info{Hostname: "vm", Kernel: "6.18.44", PageSize: 4096, TCPMem: [3]int64{1000, 2000, 3000}},
 		Now:  t0.Add(8 * time.Second),
-		Global: tracer.Global{MemPages: 2520, Pressure: true, TCPMem: [3]int64{1000, 2000, 3000},
+		Global: stream.Global{MemPages: 2520, Pressure: true, TCPMem: [3]int64{1000, 2000, 3000},
 			Orphans: 12, MaxOrphans: 131072, TimeWait: 30},
 		Totals: tot,
-		Rates: Rates{MemAborts: 75, Drops: map[string]float64{"PROTO_MEM": 220, "SOCKET_RCVBUFF": 0.5},
-			Causes: map[string]float64{"global_hard_limit": 200, "global_pressure": 20}, Unsampled: 30},
+		Rates: Rates{Events: [stream.NumCounters]float64{stream.MemAborts: 75},
+			Drops:     [stream.NumReasons]float64{stream.ReasonProtoMem: 220, stream.ReasonSocketRcvbuff: 0.5},
+			Causes:    [stream.NumDropCauses]float64{stream.CauseGlobalHardLimit: 200, stream.CauseGlobalPressure: 20},
+			Unsampled: 30},
 		MemHistory:  []int64{300, 310, 900, 1800, 2300, 2700, 3068, 2520},
 		DropHistory: []float64{0, 0, 12, 220, 400, 260, 9, 220},
 		Episode:     &aggregate.Episode{ID: 4295, Start: t0.Add(4 * time.Second), StartPages: 2029},
@@ -56,10 +60,10 @@ func incident() Frame {
 
 func TestGolden(t *testing.T) {
 	quiet := Frame{
-		Info:    tracer.Info{Hostname: "vm", Kernel: "6.18.44", PageSize: 4096},
+		Info:    stream.Info{Hostname: "vm", Kernel: "6.18.44", PageSize: 4096},
 		Now:     time.Date(2026, 11, 25, 17, 0, 0, 0, time.UTC),
-		Global:  tracer.Global{MemPages: 280, MaxOrphans: -1},
-		Totals:  tracer.NewTotals(),
+		Global:  stream.Global{MemPages: 280, MaxOrphans: -1},
+		Totals:  stream.Totals{},
 		Options: Options{Group: "cgroup", Sort: "aborts", Help: true},
 		Replay:  true, Ended: true, Stopped: "reading the ringbuf: bad file descriptor",
 	}
@@ -114,4 +118,79 @@ func TestTooSmall(t *testing.T) {
 	if got := Render(incident(), 30, 8, plain()); !strings.Contains(got, "too small") {
 		t.Errorf("got %q", got)
 	}
+}
+
+// Every screen size a terminal can have, every grouping, live and replay,
+// with owners and without: no panic, no line wider than the screen, no
+// more lines than its height.
+func TestEverySize(t *testing.T) {
+	frames := map[string]Frame{}
+	for _, owners := range []bool{true, false} {
+		st := NewState(stream.Info{Hostname: "a-rather-long-hostname.example.com", Kernel: "6.18.44-fc-v782", PageSize: 4096,
+			TCPMem: [3]int64{1000, 2000, 3000}})
+		for _, r := range stateRecords(owners) {
+			st.Add(r)
+		}
+		for _, g := range Groupings {
+			for _, replay := range []bool{false, true} {
+				f := st.Frame(Options{Group: g, Sort: "drops", Help: replay})
+				f.Replay, f.Ended = replay, replay
+				if replay {
+					f.Stopped = "corrupt recording at byte 4711: checksum mismatch"
+				}
+				frames[fmt.Sprintf("%s/owners=%v/replay=%v", g, owners, replay)] = f
+			}
+		}
+	}
+	frames["incident"] = incident()
+	for name, f := range frames {
+		for w := 20; w <= 220; w++ {
+			for h := 5; h <= 60; h++ {
+				out := Render(f, w, h, plain())
+				lines := strings.Split(out, "\n")
+				if len(lines) > h {
+					t.Fatalf("%s at %dx%d: %d lines", name, w, h, len(lines))
+				}
+				for _, l := range lines {
+					if lipgloss.Width(l) > w {
+						t.Fatalf("%s at %dx%d: line %q is %d wide", name, w, h, l, lipgloss.Width(l))
+					}
+				}
+			}
+		}
+	}
+}
+
+// stateRecords is a stream with owners of every kind (or none): a process
+// in a container, one with a long cgroup path, an unknown one, sockets.
+func stateRecords(owners bool) []stream.Record {
+	t0 := time.Date(2026, 11, 25, 17, 0, 0, 0, time.UTC)
+	var recs []stream.Record
+	tot := stream.Totals{}
+	tot.Events[stream.MemAborts] = 300
+	tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] = 900
+	var os []stream.OwnerCounts
+	if owners {
+		long := strings.Repeat("/a-very-long-cgroup-path-component", 6)
+		for i, o := range []stream.Owner{
+			{PID: 7386, Comm: "tmt-reader-with-", CgroupPath: "/system.slice/docker-" + strings.Repeat("ab", 32) + ".scope",
+				Container: stream.Container{Runtime: "docker", ID: strings.Repeat("ab", 32)}},
+			{PID: 7390, Comm: "w", CgroupPath: long},
+			{PID: 0},
+		} {
+			oc := stream.OwnerCounts{Owner: o}
+			oc.Drops[stream.ProtoTCP][stream.ReasonProtoMem] = uint64(100 * (i + 1))
+			os = append(os, oc)
+		}
+		e := stream.Event{Time: t0, Kind: stream.KindDrop, Reason: "PROTO_MEM", Owner: os[0].Owner,
+			Socket: stream.Socket{Family: 10, Protocol: 6, State: 1,
+				Src: netip.MustParseAddrPort("[2001:db8:ffff:ffff:ffff:ffff:ffff:1]:65535"),
+				Dst: netip.MustParseAddrPort("[2001:db8:ffff:ffff:ffff:ffff:ffff:2]:65535")}}
+		recs = append(recs, stream.Record{Event: &e})
+	}
+	for i := range 3 {
+		recs = append(recs, stream.Record{Snapshot: &stream.Snapshot{Time: t0.Add(time.Duration(i) * time.Second), Totals: tot, Owners: os,
+			Global: stream.Global{MemPages: 3100, Pressure: true, TCPMem: [3]int64{1000, 2000, 3000}, MaxOrphans: 131072}}})
+	}
+	return recs
 }

@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // Groupings of the owners table, in the order the g key cycles them.
@@ -41,7 +41,7 @@ func (r Row) text() string { return r.Key + " " + r.Name + " " + r.Detail }
 
 // row is the table's figures for some counts: drops and bytes of every
 // protocol, as the summary's table counts them.
-func row(key, name, detail string, c *tracer.Counts, queued int64) Row {
+func row(key, name, detail string, c *stream.Counts, queued int64) Row {
 	drops, bytes := c.AllDrops()
 	return Row{Key: key, Name: name, Detail: detail, Drops: drops, Aborts: c.Aborts(), Bytes: bytes, Queued: queued}
 }
@@ -74,14 +74,14 @@ func rows(sum aggregate.Summary, queued map[uint32]int64, o Options) []Row {
 		}
 	default:
 		for _, ow := range sum.Owners {
-			if drops, _ := ow.Counts.AllDrops(); ow.Counts.Aborts()+drops+ow.Counts.RefusalsSend+ow.Counts.RefusalsRecv == 0 {
+			if ow.Counts.IsZero() {
 				continue
 			}
 			key := fmt.Sprint(ow.PID)
 			switch ow.PID {
 			case 0:
 				key = "?"
-			case tracer.OverflowPID:
+			case stream.OverflowPID:
 				key = "(more)"
 			}
 			detail := ow.CgroupPath

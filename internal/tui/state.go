@@ -10,7 +10,7 @@ import (
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // HistoryLen is how many snapshots the sparklines keep (one a second).
@@ -18,12 +18,12 @@ const HistoryLen = 300
 
 // State is what the view knows: the stream folded so far.
 type State struct {
-	Info   tracer.Info
+	Info   stream.Info
 	agg    *aggregate.Aggregator
 	now    time.Time
-	global tracer.Global
-	prev   *tracer.Snapshot // the snapshot before the last, for rates
-	last   *tracer.Snapshot
+	global stream.Global
+	prev   *stream.Snapshot // the snapshot before the last, for rates
+	last   *stream.Snapshot
 	mem    []int64   // allocated pages, one per snapshot
 	drops  []float64 // drops/s, one per snapshot
 	// Queued is TCP memory queued per process (receive + send queues,
@@ -32,13 +32,13 @@ type State struct {
 }
 
 // NewState starts an empty view of a trace.
-func NewState(info tracer.Info) *State {
+func NewState(info stream.Info) *State {
 	return &State{Info: info, agg: aggregate.New(info.Start), now: info.Start}
 }
 
 // Add folds one record in. Records point into reused memory: what is kept
 // is copied.
-func (s *State) Add(r tracer.Record) {
+func (s *State) Add(r stream.Record) {
 	s.agg.Add(r)
 	if e := r.Event; e != nil && e.Time.After(s.now) {
 		s.now = e.Time
@@ -54,7 +54,7 @@ func (s *State) Add(r tracer.Record) {
 	var rate float64
 	if s.prev != nil {
 		if dt := s.last.Time.Sub(s.prev.Time).Seconds(); dt > 0 {
-			rate = float64(s.last.Totals.DropCount()-s.prev.Totals.DropCount()) / dt
+			rate = float64(s.last.Totals.TCPDrops()-s.prev.Totals.TCPDrops()) / dt
 		}
 	}
 	s.drops = appendCapped(s.drops, rate)
@@ -76,14 +76,14 @@ func (s *State) SetKernelLog(c kmsg.Counts) { s.agg.SetKernelLog(c) }
 
 // Rates are per second over the last snapshot interval.
 type Rates struct {
-	MemAborts, OrphanAborts float64
-	Drops                   map[string]float64 // by reason, TCP and others
-	Causes                  map[string]float64 // TCP PROTO_MEM drops by cause
-	Lost, Unsampled         float64
+	Events          [stream.NumCounters]float64
+	Drops           [stream.NumReasons]float64 // by reason, TCP and others
+	Causes          [stream.NumDropCauses]float64
+	Lost, Unsampled float64
 }
 
 func (s *State) rates() Rates {
-	r := Rates{Drops: map[string]float64{}, Causes: map[string]float64{}}
+	var r Rates
 	if s.prev == nil || s.last == nil {
 		return r
 	}
@@ -93,14 +93,16 @@ func (s *State) rates() Rates {
 	}
 	a, b := &s.prev.Totals, &s.last.Totals
 	per := func(x, y uint64) float64 { return float64(y-x) / dt }
-	r.MemAborts, r.OrphanAborts = per(a.MemAborts, b.MemAborts), per(a.OrphanAborts, b.OrphanAborts)
+	for c := range r.Events {
+		r.Events[c] = per(a.Events[c], b.Events[c])
+	}
+	for _, reason := range stream.Reasons {
+		r.Drops[reason] = per(a.ReasonDrops(reason), b.ReasonDrops(reason))
+	}
+	for c := range r.Causes {
+		r.Causes[c] = per(a.Causes[c], b.Causes[c])
+	}
 	r.Lost, r.Unsampled = per(a.LostSamples, b.LostSamples), per(a.Unsampled, b.Unsampled)
-	for name := range b.Drops {
-		r.Drops[name] = per(a.Drops[name]+a.OtherDrops[name], b.Drops[name]+b.OtherDrops[name])
-	}
-	for c := range b.DropsByCause {
-		r.Causes[c] = per(a.DropsByCause[c], b.DropsByCause[c])
-	}
 	return r
 }
 

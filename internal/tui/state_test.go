@@ -4,35 +4,35 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpmemtrace/tcpmemtrace/tracer"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
-func snapshot(at time.Time, pages int64, drops, aborts uint64, owners ...tracer.OwnerCounts) *tracer.Snapshot {
-	tot := tracer.NewTotals()
-	tot.Drops["PROTO_MEM"], tot.MemAborts = drops, aborts
-	return &tracer.Snapshot{Time: at, Totals: tot, Owners: owners,
-		Global: tracer.Global{MemPages: pages, TCPMem: [3]int64{1000, 2000, 3000}}}
+func snapshot(at time.Time, pages int64, drops, aborts uint64, owners ...stream.OwnerCounts) *stream.Snapshot {
+	tot := stream.Totals{}
+	tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], tot.Events[stream.MemAborts] = drops, aborts
+	return &stream.Snapshot{Time: at, Totals: tot, Owners: owners,
+		Global: stream.Global{MemPages: pages, TCPMem: [3]int64{1000, 2000, 3000}}}
 }
 
-func owner(pid uint32, comm string, drops, aborts uint64) tracer.OwnerCounts {
-	c := tracer.NewCounts()
-	c.Drops["PROTO_MEM"], c.MemAborts = drops, aborts
-	return tracer.OwnerCounts{Owner: tracer.Owner{PID: pid, Comm: comm}, Counts: c}
+func owner(pid uint32, comm string, drops, aborts uint64) stream.OwnerCounts {
+	c := stream.Counts{}
+	c.Drops[stream.ProtoTCP][stream.ReasonProtoMem], c.Events[stream.MemAborts] = drops, aborts
+	return stream.OwnerCounts{Owner: stream.Owner{PID: pid, Comm: comm}, Counts: c}
 }
 
 // Rates come from the last two snapshots, history from every one, rows
 // from the exact per-owner counts, sorted and filtered as asked.
 func TestStateFolds(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 17, 0, 0, 0, time.UTC)
-	s := NewState(tracer.Info{Start: t0, PageSize: 4096})
-	s.Add(tracer.Record{Snapshot: snapshot(t0, 100, 0, 0)})
-	s.Add(tracer.Record{Snapshot: snapshot(t0.Add(time.Second), 2500, 400, 0, owner(10, "reader", 400, 0))})
-	s.Add(tracer.Record{Event: &tracer.Event{Kind: tracer.KindPressureEnter, Time: t0.Add(1500 * time.Millisecond), PressureID: 7}})
-	s.Add(tracer.Record{Snapshot: snapshot(t0.Add(3*time.Second), 3100, 500, 60,
+	s := NewState(stream.Info{Start: t0, PageSize: 4096})
+	s.Add(stream.Record{Snapshot: snapshot(t0, 100, 0, 0)})
+	s.Add(stream.Record{Snapshot: snapshot(t0.Add(time.Second), 2500, 400, 0, owner(10, "reader", 400, 0))})
+	s.Add(stream.Record{Event: &stream.Event{Kind: stream.KindPressureEnter, Time: t0.Add(1500 * time.Millisecond), PressureID: 7}})
+	s.Add(stream.Record{Snapshot: snapshot(t0.Add(3*time.Second), 3100, 500, 60,
 		owner(10, "reader", 500, 0), owner(11, "writer", 0, 60))})
 
 	f := s.Frame(Options{Group: "process", Sort: "drops"})
-	if f.Rates.Drops["PROTO_MEM"] != 50 || f.Rates.MemAborts != 30 {
+	if f.Rates.Drops[stream.ReasonProtoMem] != 50 || f.Rates.Events[stream.MemAborts] != 30 {
 		t.Errorf("rates %+v, want 50 drops/s and 30 aborts/s over the last 2 s", f.Rates)
 	}
 	if len(f.MemHistory) != 3 || f.MemHistory[2] != 3100 || f.DropHistory[1] != 400 {
@@ -60,15 +60,15 @@ func TestStateFolds(t *testing.T) {
 // it; a /proc reading is all there is for an episode older than the trace.
 func TestPressureFreshest(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 17, 0, 0, 0, time.UTC)
-	s := NewState(tracer.Info{Start: t0})
+	s := NewState(stream.Info{Start: t0})
 	sn := snapshot(t0, 2500, 0, 0)
 	sn.Global.Pressure = true
-	s.Add(tracer.Record{Snapshot: sn})
+	s.Add(stream.Record{Snapshot: sn})
 	if f := s.Frame(Options{}); !f.Pressure || f.Episode != nil {
 		t.Errorf("an episode older than the trace: pressure %v, episode %v", f.Pressure, f.Episode)
 	}
-	s.Add(tracer.Record{Event: &tracer.Event{Kind: tracer.KindPressureEnter, Time: t0.Add(time.Second), PressureID: 9}})
-	s.Add(tracer.Record{Event: &tracer.Event{Kind: tracer.KindPressureLeave, Time: t0.Add(2 * time.Second), PressureID: 9}})
+	s.Add(stream.Record{Event: &stream.Event{Kind: stream.KindPressureEnter, Time: t0.Add(time.Second), PressureID: 9}})
+	s.Add(stream.Record{Event: &stream.Event{Kind: stream.KindPressureLeave, Time: t0.Add(2 * time.Second), PressureID: 9}})
 	if f := s.Frame(Options{}); f.Pressure {
 		t.Error("pressure shown after the episode's end, from an older /proc reading")
 	}
@@ -76,9 +76,9 @@ func TestPressureFreshest(t *testing.T) {
 
 func TestHistoryIsCapped(t *testing.T) {
 	t0 := time.Now()
-	s := NewState(tracer.Info{Start: t0})
+	s := NewState(stream.Info{Start: t0})
 	for i := range HistoryLen + 10 {
-		s.Add(tracer.Record{Snapshot: snapshot(t0.Add(time.Duration(i)*time.Second), int64(i), 0, 0)})
+		s.Add(stream.Record{Snapshot: snapshot(t0.Add(time.Duration(i)*time.Second), int64(i), 0, 0)})
 	}
 	f := s.Frame(Options{Group: "process", Sort: "drops"})
 	if len(f.MemHistory) != HistoryLen || f.MemHistory[HistoryLen-1] != HistoryLen+9 {
@@ -90,12 +90,12 @@ func TestHistoryIsCapped(t *testing.T) {
 // does: sockets of unknown owner (UDP's) are listed with theirs.
 func TestRowsCountEveryProtocol(t *testing.T) {
 	t0 := time.Now()
-	s := NewState(tracer.Info{Start: t0})
+	s := NewState(stream.Info{Start: t0})
 	udp := owner(0, "", 0, 0)
-	udp.OtherDrops["SOCKET_RCVBUFF"], udp.OtherDropBytes["SOCKET_RCVBUFF"] = 7, 700
+	udp.Drops[stream.ProtoOther][stream.ReasonSocketRcvbuff], udp.DropBytes[stream.ProtoOther][stream.ReasonSocketRcvbuff] = 7, 700
 	tcp := owner(10, "reader", 2, 0)
-	tcp.DropBytes["PROTO_MEM"] = 200
-	s.Add(tracer.Record{Snapshot: snapshot(t0, 1, 9, 0, udp, tcp)})
+	tcp.DropBytes[stream.ProtoTCP][stream.ReasonProtoMem] = 200
+	s.Add(stream.Record{Snapshot: snapshot(t0, 1, 9, 0, udp, tcp)})
 	f := s.Frame(Options{Group: "process", Sort: "drops"})
 	if len(f.Rows) != 2 || f.Rows[0].Key != "?" || f.Rows[0].Drops != 7 || f.Rows[0].Bytes != 700 ||
 		f.Rows[1].Drops != 2 || f.Rows[1].Bytes != 200 {

@@ -1,0 +1,268 @@
+// Package enrich names what the kernel gives as ids: the cgroup path and
+// container of each socket's owner, the memory cgroup of a socket, and,
+// when a pressure episode begins, the processes holding the most TCP memory.
+//
+// It is a stage between a source and its consumers. The source's records
+// are queued as they come, and named off the source's goroutine by workers
+// that cache their answers; a record waits for its names at most Wait, so
+// a slow namespace, cgroup tree or container runtime costs detail, never
+// the draining of the kernel's ring buffer. When the consumers fall behind
+// by a full queue, the source waits, and a full ring buffer is counted in
+// the kernel (lost samples), never silently.
+package enrich
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/owner"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
+)
+
+// Options tune the stage; zero values take the defaults.
+type Options struct {
+	// Cgroups names cgroup ids; nil: the host's cgroup hierarchies.
+	Cgroups Cgroups
+	// Holders lists the processes holding the most TCP memory; nil:
+	// sock_diag in every network namespace.
+	Holders func(n int) ([]stream.Holder, error)
+	// HoldersTop is how many holders a pressure episode records (5).
+	HoldersTop int
+	// Wait is the most a record waits for its names (1s).
+	Wait time.Duration
+	// Queue is how many records wait between source and consumers (4096).
+	Queue int
+}
+
+// Cgroups names cgroup ids: an owner's (cgroup v2) and a socket's memory
+// cgroup's; "" when the id names nothing (any more).
+type Cgroups interface {
+	Path(id uint64) string
+	MemcgPath(id uint64) string
+}
+
+// Wrap makes src's records come out named.
+func Wrap(src stream.Source, o Options) stream.Source {
+	if o.HoldersTop == 0 {
+		o.HoldersTop = 5
+	}
+	if o.Wait == 0 {
+		o.Wait = time.Second
+	}
+	if o.Queue == 0 {
+		o.Queue = 4096
+	}
+	if o.Holders == nil {
+		o.Holders = sockdiag.Holders
+	}
+	return &stage{src: src, o: o}
+}
+
+type stage struct {
+	src stream.Source
+	o   Options
+}
+
+func (s *stage) Info() stream.Info { return s.src.Info() }
+
+// names is what a cgroup id says about its processes.
+type names struct {
+	path      string
+	container stream.Container
+}
+
+// item is a record waiting in the queue, with the lookups it waits for.
+type item struct {
+	rec     stream.Record
+	ev      stream.Event
+	snap    stream.Snapshot
+	owner   *entry[names]
+	memcg   *entry[string]
+	owners  []*entry[names]
+	holders chan []stream.Holder
+	by      time.Time // when to stop waiting
+}
+
+// Run runs the source, names its records and hands them to fn in order.
+func (s *stage) Run(ctx context.Context, fn func(stream.Record) error) error {
+	cg := s.o.Cgroups
+	if cg == nil {
+		cg = hostCgroups()
+	}
+	owners := newCache(func(id uint64) (names, bool) {
+		p := cg.Path(id)
+		c, _ := owner.ParseContainer(p)
+		return names{p, c}, p != ""
+	}, time.Second, 1<<16)
+	defer owners.close()
+	memcgs := newCache(func(id uint64) (string, bool) {
+		p := cg.MemcgPath(id)
+		return p, p != ""
+	}, time.Second, 1<<16)
+	defer memcgs.close()
+
+	srcCtx, stopSource := context.WithCancel(ctx)
+	defer stopSource()
+	q := newQueue(s.o.Queue)
+	srcErr := make(chan error, 1)
+	go func() {
+		srcErr <- s.src.Run(srcCtx, func(r stream.Record) error {
+			return q.push(s.prepare(r, owners, memcgs))
+		})
+		q.close()
+	}()
+
+	var consumerErr error
+	for {
+		it, ok := q.pop()
+		if !ok {
+			break
+		}
+		if consumerErr != nil {
+			continue // drain, so the source can end
+		}
+		if err := fn(s.finish(it)); err != nil {
+			consumerErr = err
+			stopSource()
+		}
+	}
+	if err := <-srcErr; consumerErr == nil {
+		return err
+	}
+	return consumerErr
+}
+
+// prepare copies a record off the source's reused memory and starts the
+// lookups it needs. It runs on the source's goroutine and never blocks.
+func (s *stage) prepare(r stream.Record, owners *cache[uint64, names], memcgs *cache[uint64, string]) *item {
+	it := &item{by: time.Now().Add(s.o.Wait)}
+	if r.Event != nil {
+		it.ev = *r.Event
+		it.rec.Event = &it.ev
+		if it.ev.Owner.CgroupID != 0 {
+			it.owner = owners.lookup(it.ev.Owner.CgroupID)
+		}
+		if it.ev.Socket.MemcgID != 0 {
+			it.memcg = memcgs.lookup(it.ev.Socket.MemcgID)
+		}
+		if it.ev.Kind == stream.KindPressureEnter && it.ev.Holders == nil {
+			it.holders = make(chan []stream.Holder, 1)
+			go func() {
+				h, _ := s.o.Holders(s.o.HoldersTop)
+				it.holders <- h
+			}()
+		}
+	}
+	if r.Snapshot != nil {
+		it.snap = *r.Snapshot
+		it.snap.Owners = append([]stream.OwnerCounts(nil), r.Snapshot.Owners...)
+		it.rec.Snapshot = &it.snap
+		for _, o := range it.snap.Owners {
+			var e *entry[names]
+			if o.CgroupID != 0 && o.CgroupPath == "" {
+				e = owners.lookup(o.CgroupID)
+			}
+			it.owners = append(it.owners, e)
+		}
+	}
+	return it
+}
+
+// finish waits for the item's lookups (until its deadline) and fills in
+// what they found.
+func (s *stage) finish(it *item) stream.Record {
+	deadline := time.NewTimer(time.Until(it.by))
+	defer deadline.Stop()
+	if it.owner != nil {
+		if n, ok := it.owner.wait(deadline.C); ok {
+			it.ev.Owner.CgroupPath, it.ev.Owner.Container = n.path, n.container
+		}
+	}
+	if it.memcg != nil {
+		if p, ok := it.memcg.wait(deadline.C); ok {
+			it.ev.Socket.MemcgPath = p
+		}
+	}
+	if it.holders != nil {
+		select {
+		case it.ev.Holders = <-it.holders:
+		case <-deadline.C:
+		}
+	}
+	for i, e := range it.owners {
+		if e == nil {
+			continue
+		}
+		if n, ok := e.wait(deadline.C); ok {
+			it.snap.Owners[i].CgroupPath, it.snap.Owners[i].Container = n.path, n.container
+		}
+	}
+	return it.rec
+}
+
+// queue hands items from the source's goroutine to the consumers', in
+// order, a batch at a time; push waits while it is full.
+type queue struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	items  []*item
+	max    int
+	closed bool
+}
+
+func newQueue(max int) *queue {
+	q := &queue{max: max}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *queue) push(it *item) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.items) >= q.max && !q.closed {
+		q.cond.Wait()
+	}
+	q.items = append(q.items, it)
+	q.cond.Broadcast()
+	return nil
+}
+
+// pop returns the next item; false once the queue is closed and empty.
+func (q *queue) pop() (*item, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.items) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if len(q.items) == 0 {
+		return nil, false
+	}
+	it := q.items[0]
+	q.items[0] = nil
+	q.items = q.items[1:]
+	if len(q.items) == 0 {
+		q.items = q.items[:0:0] // let the backing array go
+	}
+	q.cond.Broadcast()
+	return it, true
+}
+
+func (q *queue) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
+	q.cond.Broadcast()
+}
+
+// hostCgroups names ids below the host's cgroup mounts.
+func hostCgroups() Cgroups {
+	m, _ := owner.FindMounts() // without cgroup2, ids stay unnamed
+	return resolvers{v2: owner.NewResolver(m.V2), mem: owner.NewResolver(m.Memory)}
+}
+
+type resolvers struct{ v2, mem *owner.Resolver }
+
+func (r resolvers) Path(id uint64) string      { return r.v2.Path(id) }
+func (r resolvers) MemcgPath(id uint64) string { return r.mem.Path(id) }

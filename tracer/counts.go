@@ -1,0 +1,73 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
+)
+
+// countsOf is the kernel's struct counts as the stream's Counts. The array
+// types must be identical: if the C enums and the stream's generated
+// constants disagree (make generate not run), this does not compile.
+func countsOf(r *bpfCounts) stream.Counts {
+	return stream.Counts{Events: r.Events, Drops: r.Drops, DropBytes: r.DropBytes, Causes: r.DropCauses}
+}
+
+// sumCounters folds the per-CPU copies into Totals.
+func sumCounters(percpu []bpfCounters) stream.Totals {
+	var t stream.Totals
+	for i := range percpu {
+		c := &percpu[i]
+		all := countsOf(&c.All)
+		t.Add(&all)
+		t.PressureEpisodes += c.PressureEnters
+		t.LostSamples += c.LostSamples
+		t.Unsampled += c.Unsampled
+	}
+	return t
+}
+
+func readTotals(m *ebpf.Map, progs []*ebpf.Program) (stream.Totals, error) {
+	var percpu []bpfCounters
+	if err := m.Lookup(uint32(0), &percpu); err != nil {
+		return stream.Totals{}, fmt.Errorf("reading counters: %w", err)
+	}
+	t := sumCounters(percpu)
+	for _, p := range progs {
+		if st, err := p.Stats(); err == nil {
+			t.MissedRuns += st.RecursionMisses
+		}
+	}
+	return t, nil
+}
+
+// readOwners reads the per-owner counts: ids and command names only.
+func readOwners(m *ebpf.Map) ([]stream.OwnerCounts, error) {
+	var (
+		k   bpfOwnerKey
+		v   bpfOwnerStats
+		out []stream.OwnerCounts
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		o := stream.OwnerCounts{Owner: stream.Owner{PID: k.Tgid, CgroupID: k.CgroupId, Comm: cString(v.Comm[:])}, Counts: countsOf(&v.C)}
+		if o.Counts.IsZero() {
+			continue // the pre-inserted overflow entry, unused
+		}
+		out = append(out, o)
+	}
+	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, fmt.Errorf("reading per-owner counts: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].PID != out[j].PID {
+			return out[i].PID < out[j].PID
+		}
+		return out[i].CgroupID < out[j].CgroupID
+	})
+	return out, nil
+}

@@ -1,0 +1,106 @@
+package tracer
+
+import (
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
+)
+
+// startSampler reads /proc/net/protocols and triggers a pressure sample in
+// the kernel at every tick: a send on an unconnected TCP socket fires
+// sock_send_length, whose program reads memory_pressure. This catches the
+// end of an episode, which no other hook reliably sees.
+func (t *Tracer) startSampler() {
+	if fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err == nil {
+		t.probeFD = fd
+	}
+	t.stopSamp, t.sampDone = make(chan struct{}), make(chan struct{})
+	t.sampleOnce()
+	go func() {
+		defer close(t.sampDone)
+		tick := time.NewTicker(t.cfg.SampleInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-t.stopSamp:
+				return
+			case <-tick.C:
+				t.sampleOnce()
+			}
+		}
+	}()
+}
+
+func (t *Tracer) sampleOnce() {
+	if t.probeFD >= 0 {
+		_ = unix.Sendto(t.probeFD, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil) // EPIPE by design
+	}
+	g := readGlobal()
+	t.global.Store(&g)
+}
+
+func (t *Tracer) stopSampler() {
+	if t.stopSamp != nil {
+		close(t.stopSamp)
+		<-t.sampDone
+	}
+}
+
+// readGlobal reads the protocol-wide state from /proc.
+func readGlobal() stream.Global {
+	var g stream.Global
+	if p, err := procfs.Protocols(); err == nil {
+		g.MemPages = max(p["TCP"].Memory, 0)
+		g.Pressure = p["TCP"].Pressure == "yes"
+	}
+	g.TCPMem, _ = procfs.Triple("net/ipv4/tcp_mem")
+	var err error
+	if g.MaxOrphans, err = procfs.Int("net/ipv4/tcp_max_orphans"); err != nil {
+		g.MaxOrphans = -1 // unreadable outside the host's network namespace
+	}
+	if st, err := procfs.Sockstat(procfs.Root + "/net/sockstat"); err == nil {
+		g.Orphans, g.TimeWait = st["TCP orphan"], st["TCP tw"]
+	}
+	return g
+}
+
+// initialPressure seeds the BPF's pressure state: "no pressure" when /proc
+// says so, so an episode starting right after attach is counted; otherwise
+// unknown, so an episode older than the tracer is not.
+func initialPressure() uint64 {
+	p, err := procfs.Protocols()
+	if err == nil && p["TCP"].Pressure == "no" {
+		return 0
+	}
+	return ^uint64(0)
+}
+
+// machineInfo describes the machine and its TCP memory settings.
+func machineInfo() stream.Info {
+	var i stream.Info
+	i.Hostname, _ = os.Hostname()
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		i.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
+		i.BootID = strings.TrimSpace(string(b))
+	}
+	i.PageSize = os.Getpagesize()
+	i.TCPMem, _ = procfs.Triple("net/ipv4/tcp_mem")
+	i.TCPRmem, _ = procfs.Triple("net/ipv4/tcp_rmem")
+	i.TCPWmem, _ = procfs.Triple("net/ipv4/tcp_wmem")
+	i.MaxOrphans, _ = procfs.Int("net/ipv4/tcp_max_orphans")
+	return i
+}
+
+// bootToWall is wall-clock time minus CLOCK_BOOTTIME, to date BPF timestamps.
+func bootToWall() int64 {
+	var boot unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot)
+	return time.Now().UnixNano() - boot.Nano()
+}
