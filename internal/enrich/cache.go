@@ -19,7 +19,6 @@ type cache[K comparable, V any] struct {
 	m    map[K]*entry[V]
 	work chan workItem[K, V]
 	stop chan struct{}
-	done chan struct{}
 }
 
 type entry[V any] struct {
@@ -36,13 +35,12 @@ type workItem[K comparable, V any] struct {
 
 func newCache[K comparable, V any](resolve func(K) (V, bool), missTTL time.Duration, max int) *cache[K, V] {
 	c := &cache[K, V]{resolve: resolve, missTTL: missTTL, max: max, m: map[K]*entry[V]{},
-		work: make(chan workItem[K, V], 1024), stop: make(chan struct{}), done: make(chan struct{})}
+		work: make(chan workItem[K, V], 1024), stop: make(chan struct{})}
 	go c.worker()
 	return c
 }
 
 func (c *cache[K, V]) worker() {
-	defer close(c.done)
 	for {
 		select {
 		case <-c.stop:
@@ -83,8 +81,23 @@ func (c *cache[K, V]) lookup(k K) *entry[V] {
 	return e
 }
 
+// known reports whether the entry's resolution is over.
+func (e *entry[V]) known() bool {
+	select {
+	case <-e.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // wait gives the entry's value once known, or what is known at the deadline.
-func (e *entry[V]) wait(deadline <-chan time.Time) (V, bool) {
+func (e *entry[V]) wait(deadline <-chan struct{}) (V, bool) {
+	select { // known already: whatever the deadline says
+	case <-e.done:
+		return e.v, e.found
+	default:
+	}
 	select {
 	case <-e.done:
 		return e.v, e.found
@@ -94,7 +107,6 @@ func (e *entry[V]) wait(deadline <-chan time.Time) (V, bool) {
 	}
 }
 
-func (c *cache[K, V]) close() {
-	close(c.stop)
-	<-c.done
-}
+// close stops the worker; a resolution under way finishes on its own, so a
+// stuck runtime or namespace does not hold up the end of the trace.
+func (c *cache[K, V]) close() { close(c.stop) }

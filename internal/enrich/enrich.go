@@ -173,33 +173,56 @@ func (s *stage) prepare(r stream.Record, owners *cache[uint64, names], memcgs *c
 // finish waits for the item's lookups (until its deadline) and fills in
 // what they found.
 func (s *stage) finish(it *item) stream.Record {
-	deadline := time.NewTimer(time.Until(it.by))
-	defer deadline.Stop()
+	// Done stays closed once the deadline passes, for every wait below; a
+	// record whose names are all known (the usual case) needs no timer.
+	deadline := context.Background()
+	if it.pending() {
+		var cancel context.CancelFunc
+		deadline, cancel = context.WithDeadline(deadline, it.by)
+		defer cancel()
+	}
 	if it.owner != nil {
-		if n, ok := it.owner.wait(deadline.C); ok {
+		if n, ok := it.owner.wait(deadline.Done()); ok {
 			it.ev.Owner.CgroupPath, it.ev.Owner.Container = n.path, n.container
 		}
 	}
 	if it.memcg != nil {
-		if p, ok := it.memcg.wait(deadline.C); ok {
+		if p, ok := it.memcg.wait(deadline.Done()); ok {
 			it.ev.Socket.MemcgPath = p
 		}
 	}
 	if it.holders != nil {
 		select {
 		case it.ev.Holders = <-it.holders:
-		case <-deadline.C:
+		default:
+			select {
+			case it.ev.Holders = <-it.holders:
+			case <-deadline.Done():
+			}
 		}
 	}
 	for i, e := range it.owners {
 		if e == nil {
 			continue
 		}
-		if n, ok := e.wait(deadline.C); ok {
+		if n, ok := e.wait(deadline.Done()); ok {
 			it.snap.Owners[i].CgroupPath, it.snap.Owners[i].Container = n.path, n.container
 		}
 	}
 	return it.rec
+}
+
+// pending reports whether a lookup of the item is still under way.
+func (it *item) pending() bool {
+	if it.holders != nil || (it.owner != nil && !it.owner.known()) || (it.memcg != nil && !it.memcg.known()) {
+		return true
+	}
+	for _, e := range it.owners {
+		if e != nil && !e.known() {
+			return true
+		}
+	}
+	return false
 }
 
 // queue hands items from the source's goroutine to the consumers', in

@@ -1,0 +1,140 @@
+package enrich
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
+)
+
+// fakeSource emits its records as fast as the stage takes them, reusing
+// one Event as the tracer does.
+type fakeSource struct {
+	recs []stream.Record
+	done atomic.Int64 // when Run returned, unix ns
+}
+
+func (f *fakeSource) Info() stream.Info { return stream.Info{Hostname: "fake"} }
+
+func (f *fakeSource) Run(ctx context.Context, fn func(stream.Record) error) error {
+	defer func() { f.done.Store(time.Now().UnixNano()) }()
+	var ev stream.Event
+	for _, r := range f.recs {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if r.Event != nil {
+			ev = *r.Event
+			r.Event = &ev
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type slowCgroups struct {
+	delay map[uint64]time.Duration
+	calls atomic.Int32
+}
+
+func (s *slowCgroups) Path(id uint64) string {
+	s.calls.Add(1)
+	time.Sleep(s.delay[id])
+	return map[uint64]string{7: "/system.slice/docker-" + hex64 + ".scope", 8: "/slow"}[id]
+}
+func (s *slowCgroups) MemcgPath(id uint64) string { return "/memcg" }
+
+const hex64 = "4f6d2c3b1a0e9f8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180706f5e4d3c2b1"
+
+func drop(cgroup uint64) stream.Record {
+	return stream.Record{Event: &stream.Event{Kind: stream.KindDrop, Owner: stream.Owner{PID: uint32(cgroup), CgroupID: cgroup},
+		Socket: stream.Socket{MemcgID: 3}}}
+}
+
+// Names arrive in order; a slow cgroup lookup delays its own records at
+// most Wait, never the source, and its name comes once resolved.
+func TestNamesWithoutStallingTheSource(t *testing.T) {
+	cg := &slowCgroups{delay: map[uint64]time.Duration{8: 2 * time.Second}}
+	src := &fakeSource{}
+	for range 1000 {
+		src.recs = append(src.recs, drop(7))
+	}
+	src.recs = append(src.recs, drop(8), drop(7))
+	src.recs = append(src.recs, stream.Record{Snapshot: &stream.Snapshot{Owners: []stream.OwnerCounts{{Owner: stream.Owner{PID: 7, CgroupID: 7}}}}})
+	start := time.Now()
+	var got []stream.Record
+	err := Wrap(src, Options{Cgroups: cg, Wait: 200 * time.Millisecond}).Run(context.Background(), func(r stream.Record) error {
+		cp := r
+		if r.Event != nil {
+			e := *r.Event
+			cp.Event = &e
+		}
+		got = append(got, cp)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(src.recs) {
+		t.Fatalf("%d records out of %d", len(got), len(src.recs))
+	}
+	e := got[0].Event
+	if e.Owner.CgroupPath == "" || e.Owner.Container.Runtime != "docker" || e.Owner.Container.ID != hex64 || e.Socket.MemcgPath != "/memcg" {
+		t.Errorf("first record not named: %+v", e)
+	}
+	if slow := got[1000].Event; slow.Owner.CgroupPath != "" {
+		t.Errorf("the slow cgroup was named within the wait: %q", slow.Owner.CgroupPath)
+	}
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Errorf("took %v: the slow lookup held the stream", took)
+	}
+	if ran := time.Duration(src.done.Load() - start.UnixNano()); ran > 100*time.Millisecond {
+		t.Errorf("the source took %v to hand over 1003 records", ran)
+	}
+	if snap := got[len(got)-1].Snapshot; snap == nil || snap.Owners[0].CgroupPath == "" {
+		t.Errorf("snapshot owners not named: %+v", snap)
+	}
+	if n := cg.calls.Load(); n != 2 {
+		t.Errorf("%d cgroup lookups for two ids: the cache does not hold", n)
+	}
+}
+
+// A pressure episode's start carries who held the memory then.
+func TestHoldersAtPressureEnter(t *testing.T) {
+	src := &fakeSource{recs: []stream.Record{{Event: &stream.Event{Kind: stream.KindPressureEnter}}, drop(7)}}
+	holders := func(n int) ([]stream.Holder, error) {
+		return []stream.Holder{{Process: stream.Process{PID: 1, Comm: "reader"}, Sockets: n}}, nil
+	}
+	var got []stream.Event
+	err := Wrap(src, Options{Cgroups: &slowCgroups{}, Holders: holders, HoldersTop: 3}).Run(context.Background(), func(r stream.Record) error {
+		got = append(got, *r.Event)
+		return nil
+	})
+	if err != nil || len(got) != 2 || len(got[0].Holders) != 1 || got[0].Holders[0].Sockets != 3 || got[1].Holders != nil {
+		t.Errorf("%v %+v", err, got)
+	}
+}
+
+// A consumer's error stops the source and is what Run returns.
+func TestConsumerErrorStopsTheSource(t *testing.T) {
+	src := &fakeSource{}
+	for range 100000 {
+		src.recs = append(src.recs, drop(7))
+	}
+	stop := errors.New("stop")
+	n := 0
+	err := Wrap(src, Options{Cgroups: &slowCgroups{}}).Run(context.Background(), func(stream.Record) error {
+		if n++; n == 10 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || n != 10 {
+		t.Errorf("err %v after %d records", err, n)
+	}
+}
