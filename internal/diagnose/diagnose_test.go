@@ -184,3 +184,31 @@ func TestLiveFiguresEqualProc(t *testing.T) {
 		t.Error("no namespace read")
 	}
 }
+
+// A slow consumer whose comm is an escape sequence is named escaped in the
+// text (verdicts and tables), exactly in JSON.
+func TestHostileCommEscaped(t *testing.T) {
+	in, err := GatherFixture("testdata/pool97")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ino, p := range in.Owners {
+		p.Comm = "\x1b]0;owned\a"
+		in.Owners[ino] = p
+	}
+	r := Analyze(in, 10)
+	var text, js bytes.Buffer
+	if err := r.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(text.String(), "\x1b\a") || !strings.Contains(text.String(), `\x1b]0;owned\a`) {
+		t.Errorf("text:\n%q", text.String())
+	}
+	if err := r.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil || back.TopOwners[0].Comm != "\x1b]0;owned\a" {
+		t.Errorf("JSON: %v %+v", err, back.TopOwners)
+	}
+}

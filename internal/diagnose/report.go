@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/tcpmemtrace/tcpmemtrace/internal/termsafe"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/units"
 )
 
@@ -20,7 +21,7 @@ func (r Report) WriteJSON(w io.Writer) error {
 func (r Report) WriteText(w io.Writer) error {
 	p := r.Pool
 	fmt.Fprintf(w, "TCP MEMORY DIAGNOSIS: %s, Linux %s, %s RAM (%s available), page size %d\n\n",
-		r.Hostname, r.Kernel, units.IEC(r.MemTotal), units.IEC(r.MemAvail), r.PageSize)
+		termsafe.Name(r.Hostname), termsafe.Name(r.Kernel), units.IEC(r.MemTotal), units.IEC(r.MemAvail), r.PageSize)
 	fmt.Fprintf(w, "  %-11s %d pages = %s in use; tcp_mem low %d (%s), pressure %d (%s), high %d (%s): %.0f%% of high\n",
 		"pool", p.Pages, units.IEC(p.Bytes), p.Limits[0], units.IEC(p.LimitBytes[0]), p.Limits[1],
 		units.IEC(p.LimitBytes[1]), p.Limits[2], units.IEC(p.LimitBytes[2]), p.PctOfHigh)
@@ -41,7 +42,7 @@ func (r Report) WriteText(w io.Writer) error {
 		for _, s := range r.TopSockets {
 			owner := "-"
 			if s.Owner != nil {
-				owner = fmt.Sprintf("%d %s", s.Owner.PID, s.Owner.Comm)
+				owner = fmt.Sprintf("%d %s", s.Owner.PID, termsafe.Name(s.Owner.Comm))
 			}
 			fmt.Fprintf(w, "  %-11d %-22s %-22s %-10s %9d %9d %10s  %s\n", s.NetNS, s.Src, s.Dst, s.State, s.RecvQ, s.SendQ,
 				units.IEC(int64(s.Queued)), owner)
@@ -50,17 +51,17 @@ func (r Report) WriteText(w io.Writer) error {
 	if len(r.TopOwners) > 0 {
 		fmt.Fprintf(w, "\nTOP PROCESSES BY QUEUED MEMORY\n  %-8s %-16s %8s %14s %14s\n", "PID", "COMM", "SOCKETS", "RECV QUEUES", "SEND QUEUES")
 		for _, o := range r.TopOwners {
-			fmt.Fprintf(w, "  %-8d %-16s %8d %14s %14s\n", o.PID, o.Comm, o.Sockets, units.IEC(int64(o.RecvBytes)), units.IEC(int64(o.SendBytes)))
+			fmt.Fprintf(w, "  %-8d %-16s %8d %14s %14s\n", o.PID, termsafe.Name(o.Comm), o.Sockets, units.IEC(int64(o.RecvBytes)), units.IEC(int64(o.SendBytes)))
 		}
 	}
 	fmt.Fprintln(w, "\nVERDICT")
 	for _, v := range r.Verdicts {
-		fmt.Fprintf(w, "  %-9s %s\n", strings.ToUpper(v.Severity), v.Text)
+		fmt.Fprintf(w, "  %-9s %s\n", strings.ToUpper(v.Severity), termsafe.Name(v.Text))
 	}
 	if len(r.Remedies) > 0 {
 		fmt.Fprintln(w, "\nREMEDIES")
 		for i, m := range r.Remedies {
-			fmt.Fprintf(w, "  %d. %s\n", i+1, m.Text)
+			fmt.Fprintf(w, "  %d. %s\n", i+1, termsafe.Name(m.Text))
 			if m.Command != "" {
 				fmt.Fprintf(w, "     %s\n", m.Command)
 			}

@@ -221,3 +221,43 @@ func TestJSONSchema(t *testing.T) {
 		}
 	}
 }
+
+// A process names itself: a comm or cgroup path with escape sequences is
+// shown escaped in text, and exactly in JSON (where the encoder escapes).
+func TestHostileNames(t *testing.T) {
+	hostile := "\x1b]0;owned\a\x1b[2J"
+	cg := "/evil\x1b]52;c;aGk=\a.scope"
+	e := events()[2]
+	e.Owner.Comm, e.Owner.CgroupPath = hostile, cg
+	o := stream.OwnerCounts{Owner: e.Owner}
+	o.Drops[stream.ProtoTCP][stream.ReasonProtoMem] = 1
+	sum := aggregate.Summary{Start: t0, End: t0, Owners: []stream.OwnerCounts{o}}
+
+	for _, by := range Groupings {
+		var buf bytes.Buffer
+		tx := NewText(&buf, by)
+		if err := tx.Start(info()); err != nil {
+			t.Fatal(err)
+		}
+		tx.Event(&e)
+		tx.Summary(info(), sum)
+		if bytes.ContainsAny(buf.Bytes(), "\x1b\a") {
+			t.Errorf("--by %s: text output holds raw control bytes:\n%q", by, buf.String())
+		}
+		if by == ByPID && !bytes.Contains(buf.Bytes(), []byte(`\x1b]0;owned\a`)) {
+			t.Errorf("the escaped comm is missing:\n%s", buf.String())
+		}
+	}
+	var buf bytes.Buffer
+	j := NewJSON(&buf)
+	j.Event(&e)
+	j.Summary(info(), sum)
+	j.Flush()
+	var ev EventObject
+	if err := json.Unmarshal(bytes.SplitN(buf.Bytes(), []byte("\n"), 2)[0], &ev); err != nil || ev.Comm != hostile || ev.Cgroup != cg {
+		t.Errorf("JSON keeps the exact bytes: %v %q %q", err, ev.Comm, ev.Cgroup)
+	}
+	if bytes.ContainsAny(buf.Bytes(), "\x1b\a") {
+		t.Error("JSON holds raw control bytes")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/termsafe"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/units"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
@@ -48,7 +49,7 @@ const lineFormat = "%-12s %-7s %-15s %-21s %-21s %-11s %-19s %s\n"
 func (t *Text) Start(info stream.Info) error {
 	t.pageSize = int64(info.PageSize)
 	w := t.w
-	fmt.Fprintf(w, "tcpmemtrace on %s, Linux %s, page size %d\n", info.Hostname, info.Kernel, info.PageSize)
+	fmt.Fprintf(w, "tcpmemtrace on %s, Linux %s, page size %d\n", termsafe.Name(info.Hostname), termsafe.Name(info.Kernel), info.PageSize)
 	m := info.TCPMem
 	fmt.Fprintf(w, "tcp_mem: low %d, pressure %d, high %d pages (%s, %s, %s)\n",
 		m[0], m[1], m[2], units.IEC(m[0]*t.pageSize), units.IEC(m[1]*t.pageSize), units.IEC(m[2]*t.pageSize))
@@ -95,7 +96,7 @@ func (t *Text) Event(e *stream.Event) error {
 	}
 	pid, comm := "-", "-"
 	if e.Owner.PID != 0 {
-		pid, comm = fmt.Sprint(e.Owner.PID), e.Owner.Comm
+		pid, comm = fmt.Sprint(e.Owner.PID), termsafe.Name(e.Owner.Comm)
 	}
 	laddr, raddr, state := "-", "-", "-"
 	if e.Socket.Src.IsValid() {
@@ -210,7 +211,7 @@ func (t *Text) Summary(info stream.Info, s aggregate.Summary) error {
 				ep.StartPages, ep.PeakPages, ep.PeakLimits[0], ep.PeakLimits[1], ep.PeakLimits[2])
 			var held []string
 			for _, h := range ep.Holders {
-				held = append(held, fmt.Sprintf("%d %s %s in %d sockets", h.PID, h.Comm,
+				held = append(held, fmt.Sprintf("%d %s %s in %d sockets", h.PID, termsafe.Name(h.Comm),
 					units.IEC(int64(h.RecvBytes+h.SendBytes)), h.Sockets))
 			}
 			if len(held) > 0 {
@@ -258,7 +259,7 @@ func (t *Text) groups(s aggregate.Summary) {
 			if so.Orphan {
 				state += "*"
 			}
-			fmt.Fprintf(w, "  %-21s %-21s %-11s %-7s %-15s %s", so.Src, so.Dst, state, pidString(so.Owner.PID), so.Owner.Comm, counts(&so.Counts))
+			fmt.Fprintf(w, "  %-21s %-21s %-11s %-7s %-15s %s", so.Src, so.Dst, state, pidString(so.Owner.PID), termsafe.Name(so.Owner.Comm), counts(&so.Counts))
 		}
 	case ByPID:
 		fmt.Fprintf(w, "\nBY PROCESS (exact)\n  %-7s %-15s %-32s %s", "PID", "COMM", "CGROUP", head)
@@ -281,7 +282,7 @@ func (t *Text) groups(s aggregate.Summary) {
 				fmt.Fprintf(w, "  ... %d more\n", len(groups)-TopN)
 				break
 			}
-			key := g.Comm
+			key := termsafe.Name(g.Comm)
 			if t.by == ByCgroup {
 				key = cgroupString(g.CgroupPath, g.Container, 40)
 			} else if len(g.PIDs) == 1 {
@@ -309,19 +310,21 @@ func commString(pid uint32, comm string) string {
 	case stream.OverflowPID:
 		return "(other owners)"
 	}
-	return comm
+	return termsafe.Name(comm)
 }
 
 // cgroupString names a cgroup in width columns: the container it holds
 // (docker:4f6d2c3b1a0e), else its path, cut from the left to keep the tail.
 func cgroupString(path string, c stream.Container, width int) string {
+	path, c.Runtime, c.ID = termsafe.Name(path), termsafe.Name(c.Runtime), termsafe.Name(c.ID)
 	switch {
 	case c.ID != "" && c.Runtime != "systemd":
 		return c.Runtime + ":" + c.Short()
 	case path == "":
 		return "-"
-	case len(path) > width:
-		return "…" + path[len(path)-width+1:]
+	}
+	if r := []rune(path); len(r) > width {
+		return "…" + string(r[len(r)-width+1:])
 	}
 	return path
 }
@@ -336,10 +339,10 @@ func filters(info stream.Info) string {
 		f = append(f, fmt.Sprintf("PIDs %v", info.PIDs))
 	}
 	if info.Comm != "" {
-		f = append(f, fmt.Sprintf("command %q", info.Comm))
+		f = append(f, fmt.Sprintf("command %q", info.Comm)) // %q escapes
 	}
 	if info.Cgroup != "" {
-		f = append(f, "cgroup "+info.Cgroup)
+		f = append(f, "cgroup "+termsafe.Name(info.Cgroup))
 	}
 	return strings.Join(f, ", ")
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/charmbracelet/lipgloss"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/termsafe"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/units"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
@@ -116,7 +117,7 @@ func (s *screen) header(f Frame) {
 	if f.Ended {
 		mode += ", ended"
 	}
-	s.add(spread(s.st.Title.Render("tcpmemtrace")+" "+f.Info.Hostname+" Linux "+f.Info.Kernel,
+	s.add(spread(s.st.Title.Render("tcpmemtrace")+" "+termsafe.Name(f.Info.Hostname)+" Linux "+termsafe.Name(f.Info.Kernel),
 		f.Now.Format("15:04:05")+" ["+mode+"]", s.width))
 }
 
@@ -191,7 +192,7 @@ func (s *screen) owners(f Frame, room int) {
 	o, st := f.Options, s.st
 	title := fmt.Sprintf("TOP BY %s, sorted by %s", strings.ToUpper(o.Group), o.Sort)
 	if o.Filter != "" {
-		title += fmt.Sprintf(", filter %q", o.Filter)
+		title += fmt.Sprintf(", filter %q", o.Filter) // %q escapes
 	}
 	if room < 3 { // not even one row: the events above matter more
 		return
@@ -229,11 +230,11 @@ func (s *screen) footer(f Frame) {
 		}
 	}
 	if f.Stopped != "" {
-		s.add(s.st.Bad.Render("stopped: " + f.Stopped))
+		s.add(s.st.Bad.Render("stopped: " + termsafe.Name(f.Stopped)))
 	}
 	keys := "g group  s sort  p pause  / filter  ? help  q quit"
 	if e := f.Options.Editing; e != nil {
-		keys = "filter: " + *e + "_   (enter: apply, esc: clear)"
+		keys = "filter: " + termsafe.Name(*e) + "_   (enter: apply, esc: clear)"
 	}
 	s.add(s.st.Key.Render(keys))
 }

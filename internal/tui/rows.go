@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/termsafe"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
@@ -43,7 +44,8 @@ func (r Row) text() string { return r.Key + " " + r.Name + " " + r.Detail }
 // protocol, as the summary's table counts them.
 func row(key, name, detail string, c *stream.Counts, queued int64) Row {
 	drops, bytes := c.AllDrops()
-	return Row{Key: key, Name: name, Detail: detail, Drops: drops, Aborts: c.Aborts(), Bytes: bytes, Queued: queued}
+	return Row{Key: termsafe.Name(key), Name: termsafe.Name(name), Detail: termsafe.Name(detail),
+		Drops: drops, Aborts: c.Aborts(), Bytes: bytes, Queued: queued}
 }
 
 func rows(sum aggregate.Summary, queued map[uint32]int64, o Options) []Row {

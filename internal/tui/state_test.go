@@ -1,6 +1,8 @@
 package tui
 
 import (
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,5 +102,23 @@ func TestRowsCountEveryProtocol(t *testing.T) {
 	if len(f.Rows) != 2 || f.Rows[0].Key != "?" || f.Rows[0].Drops != 7 || f.Rows[0].Bytes != 700 ||
 		f.Rows[1].Drops != 2 || f.Rows[1].Bytes != 200 {
 		t.Errorf("rows %+v", f.Rows)
+	}
+}
+
+// Names in the owners table and the header are escaped, in every grouping.
+func TestHostileNamesEscaped(t *testing.T) {
+	hostile := "\x1b]0;owned\a"
+	st := NewState(stream.Info{Hostname: "h\x1b[2J", TCPMem: [3]int64{1, 2, 3}})
+	o := owner(7, hostile, 5, 0)
+	o.CgroupPath = "/x\x1b[31m"
+	st.Add(stream.Record{Snapshot: snapshot(time.Unix(1, 0), 10, 5, 0, o)})
+	e := stream.Event{Kind: stream.KindDrop, Reason: "PROTO_MEM", Owner: o.Owner,
+		Socket: stream.Socket{Family: 2, Protocol: 6, Src: netip.MustParseAddrPort("127.0.0.1:1"), Dst: netip.MustParseAddrPort("127.0.0.1:2")}}
+	st.Add(stream.Record{Event: &e})
+	for _, g := range Groupings {
+		out := Render(st.Frame(Options{Group: g, Sort: "drops"}), 160, 40, plain())
+		if strings.ContainsAny(out, "\x1b\a") {
+			t.Errorf("%s: raw control bytes on screen:\n%q", g, out)
+		}
 	}
 }
