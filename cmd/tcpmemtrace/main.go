@@ -80,8 +80,13 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "tcpmemtrace", version())
 		return 0
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP too: a closed terminal or an ended ssh session gets the summary
+	// and a recording's last second, and the terminal back.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stdout = watchPipe(stdout, cancel)
 	if err := run(ctx, o, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "tcpmemtrace: %v\n", err)
 		if errors.As(err, new(usageError)) {
@@ -118,47 +123,58 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 	fs.DurationVar(&o.interval, "interval", time.Second, "the full-screen view's refresh interval")
 	fs.BoolVar(&o.realtime, "realtime", false, "with -r on a terminal: play the recording at its recorded pace (default: as fast as it reads)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
-	err := fs.Parse(args)
-	if err == nil && fs.NArg() > 0 {
-		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	if err := fs.Parse(args); err != nil {
+		return o, fs, err
 	}
-	if err == nil && o.hooks != "auto" && o.hooks != "tracepoints" {
-		err = fmt.Errorf("--hooks: %q is not auto or tracepoints", o.hooks)
+	return o, fs, check(o, fs)
+}
+
+// liveOnly are the flags that shape a live trace: a replay shows what was
+// recorded, so they do not go with --read.
+var liveOnly = []string{"write", "write-max-mib", "write-max-files", "netns", "list-probes", "metrics-addr",
+	"metrics-top-owners", "hooks", "ringbuf-kib", "record-rate"}
+
+// check says what is wrong with the flags, the first thing found.
+func check(o options, fs *pflag.FlagSet) error {
+	reading := fs.Changed("read")
+	for _, c := range []struct {
+		bad bool
+		err func() error
+	}{
+		{fs.NArg() > 0, func() error { return fmt.Errorf("unexpected argument %q", fs.Arg(0)) }},
+		{reading && o.read == "", func() error { return errors.New("--read: an empty file name") }},
+		{o.hooks != "auto" && o.hooks != "tracepoints", func() error { return fmt.Errorf("--hooks: %q is not auto or tracepoints", o.hooks) }},
+		{!slices.Contains(render.Groupings, o.by), func() error {
+			return fmt.Errorf("--by: %q is not one of %s", o.by, strings.Join(render.Groupings, ", "))
+		}},
+		{o.interval < 100*time.Millisecond, func() error { return fmt.Errorf("--interval: %v is shorter than 100ms", o.interval) }},
+		{o.realtime && !reading, func() error { return errors.New("--realtime is for replaying a recording (-r)") }},
+		{o.duration < 0, func() error { return fmt.Errorf("--duration: %v is negative", o.duration) }},
+		{o.writeMiB < 0 || o.writeFiles < 0 || o.metricsTop < 0 || o.recordRate < 0, func() error {
+			return errors.New("--write-max-mib, --write-max-files, --metrics-top-owners and --record-rate cannot be negative")
+		}},
+		{o.quiet && o.write == "" && o.metrics == "", func() error { return errors.New("--quiet needs --write or --metrics-addr: it would output nothing") }},
+		{o.ringbufKiB < 4 || o.ringbufKiB&(o.ringbufKiB-1) != 0, func() error {
+			return fmt.Errorf("--ringbuf-kib: %d is not a power of two of at least 4", o.ringbufKiB)
+		}},
+	} {
+		if c.bad {
+			return c.err()
+		}
 	}
-	if err == nil && !slices.Contains(render.Groupings, o.by) {
-		err = fmt.Errorf("--by: %q is not one of %s", o.by, strings.Join(render.Groupings, ", "))
-	}
-	if err == nil && o.interval < 100*time.Millisecond {
-		err = fmt.Errorf("--interval: %v is shorter than 100ms", o.interval)
-	}
-	if err == nil && o.realtime && o.read == "" {
-		err = errors.New("--realtime is for replaying a recording (-r)")
-	}
-	if err == nil && o.duration < 0 {
-		err = fmt.Errorf("--duration: %v is negative", o.duration)
-	}
-	if err == nil && o.read != "" {
-		for flag, set := range map[string]bool{"--write": o.write != "", "--netns": o.netns != "", "--list-probes": o.listProbes, "--metrics-addr": o.metrics != ""} {
-			if set {
-				err = fmt.Errorf("%s does not go with --read (a recording's counts were kept for what it traced)", flag)
+	if reading {
+		for _, name := range liveOnly {
+			if fs.Changed(name) {
+				return fmt.Errorf("--%s does not go with --read: it shapes a live trace, and a recording shows what was traced", name)
 			}
 		}
 	}
-	if err == nil && o.metrics != "" {
-		if _, _, serr := net.SplitHostPort(o.metrics); serr != nil {
-			err = fmt.Errorf("--metrics-addr: %v", serr)
+	if o.metrics != "" {
+		if _, _, err := net.SplitHostPort(o.metrics); err != nil {
+			return fmt.Errorf("--metrics-addr: %v", err)
 		}
 	}
-	if err == nil && (o.writeMiB < 0 || o.writeFiles < 0 || o.metricsTop < 0 || o.recordRate < 0) {
-		err = errors.New("--write-max-mib, --write-max-files, --metrics-top-owners and --record-rate cannot be negative")
-	}
-	if err == nil && o.quiet && o.write == "" && o.metrics == "" {
-		err = errors.New("--quiet needs --write or --metrics-addr: it would output nothing")
-	}
-	if err == nil && (o.ringbufKiB < 4 || o.ringbufKiB&(o.ringbufKiB-1) != 0) {
-		err = fmt.Errorf("--ringbuf-kib: %d is not a power of two of at least 4", o.ringbufKiB)
-	}
-	return o, fs, err
+	return nil
 }
 
 func usage(w io.Writer, fs *pflag.FlagSet) {
@@ -209,6 +225,16 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err := resolveFilters(o, &cfg); err != nil {
 		return usageError{err}
 	}
+	// Before anything is loaded: a port taken or a host that is not ours
+	// is bad input, and leaves nothing behind.
+	var ln net.Listener
+	if o.metrics != "" {
+		var err error
+		if ln, err = metrics.Listen(o.metrics); err != nil {
+			return usageError{fmt.Errorf("--metrics-addr: %w", err)}
+		}
+		defer ln.Close()
+	}
 	unmount := ensureTracefs(stderr)
 	defer unmount()
 	tr, err := tracer.New(cfg)
@@ -217,12 +243,12 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 	defer tr.Close()
 	p := pipeline{src: enrich.Wrap(tr, enrich.Options{})}
-	return trace(ctx, p, o, stdout, stderr)
+	return trace(ctx, p, o, ln, stdout, stderr)
 }
 
 // trace runs a live source with what the flags ask for beside the output:
-// a recording, metrics, the kernel log comparison.
-func trace(ctx context.Context, p pipeline, o options, stdout, stderr io.Writer) error {
+// metrics (served on ln), a recording, the kernel log comparison.
+func trace(ctx context.Context, p pipeline, o options, ln net.Listener, stdout, stderr io.Writer) error {
 	info := p.src.Info()
 	if info.TCPMem[2] == 0 {
 		// tcp_mem is global but only the host's network namespace shows it.
@@ -232,28 +258,21 @@ func trace(ctx context.Context, p pipeline, o options, stdout, stderr io.Writer)
 	if o.quiet { // a daemon's log says what it watches
 		render.WriteHooks(stderr, info.Hooks)
 	}
+	var col *metrics.Collector
+	if ln != nil {
+		col = metrics.New(info.PageSize, o.metricsTop, 5*time.Minute)
+		srv := metrics.Serve(ln, col)
+		defer srv.Close()
+		fmt.Fprintf(stderr, "tcpmemtrace: metrics on http://%s/metrics\n", ln.Addr())
+		p.keep = append(p.keep, func(r stream.Record) error { col.Add(r); return nil })
+	}
 	if o.write != "" {
-		w, err := record.Create(o.write, info, int64(o.writeMiB)<<20, o.writeFiles)
+		rec, err := startRecording(o, info, col, stderr)
 		if err != nil {
 			return err
 		}
-		defer w.Close()
-		p.keep = append(p.keep, func(r stream.Record) error {
-			if err := w.Write(r); err != nil {
-				return fmt.Errorf("recording: %w", err)
-			}
-			return nil
-		})
-	}
-	if o.metrics != "" {
-		col := metrics.New(info.PageSize, o.metricsTop, 5*time.Minute)
-		srv, addr, err := metrics.Serve(o.metrics, col)
-		if err != nil {
-			return fmt.Errorf("--metrics-addr: %w", err)
-		}
-		defer srv.Close()
-		fmt.Fprintf(stderr, "tcpmemtrace: metrics on http://%s/metrics\n", addr)
-		p.keep = append(p.keep, func(r stream.Record) error { col.Add(r); return nil })
+		defer rec.Close()
+		p.keep = append(p.keep, func(r stream.Record) error { rec.Write(r); return nil })
 	}
 	if !o.quiet { // the kernel log is only compared in the summary
 		var err error
@@ -269,9 +288,26 @@ func trace(ctx context.Context, p pipeline, o options, stdout, stderr io.Writer)
 	return present(ctx, p, outputOf(o, stdout))
 }
 
+// startRecording writes the trace to -w's file beside everything else: a
+// disk that is slow or full costs the recording (reported once, counted
+// in the metrics), never the trace, its counts or the metrics.
+func startRecording(o options, info stream.Info, col *metrics.Collector, stderr io.Writer) (*record.Async, error) {
+	w, err := record.Create(o.write, info, int64(o.writeMiB)<<20, o.writeFiles)
+	if err != nil {
+		return nil, err
+	}
+	rec := record.NewAsync(w, 1<<16, func(err error) {
+		fmt.Fprintf(stderr, "tcpmemtrace: the recording %s stopped: %v (tracing goes on)\n", o.write, err)
+	})
+	if col != nil {
+		col.WatchRecording(rec.Status)
+	}
+	return rec, nil
+}
+
 // replay shows a recording through the same path as a live trace.
 func replay(ctx context.Context, o options, stdout, stderr io.Writer) error {
-	r, err := record.Open(o.read)
+	r, err := record.Open(ctx, o.read)
 	if err != nil {
 		return err
 	}

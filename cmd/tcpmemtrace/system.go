@@ -1,14 +1,18 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -155,4 +159,55 @@ func ensureTracefs(stderr io.Writer) (unmount func()) {
 		return func() {}
 	}
 	return func() { _ = unix.Unmount(at, 0) }
+}
+
+// pipeOut is stdout when it is a pipe: the trace ends as soon as the
+// pipe's reader goes away (`| head -1`), rather than at its next write,
+// which may be long after, with every program still attached. What is
+// left to write after that goes nowhere.
+type pipeOut struct {
+	f      *os.File
+	closed atomic.Bool
+}
+
+// watchPipe returns w, or, if w is a pipe, a pipeOut that calls stop when
+// the pipe's reader is gone.
+func watchPipe(w io.Writer, stop context.CancelFunc) io.Writer {
+	f, ok := w.(*os.File)
+	if !ok {
+		return w
+	}
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return w
+	}
+	signal.Ignore(syscall.SIGPIPE) // a write to it then fails with EPIPE rather than killing us
+	p := &pipeOut{f: f}
+	go func() {
+		fds := []unix.PollFd{{Fd: int32(f.Fd())}} // POLLERR comes whatever the events asked
+		for {
+			n, err := unix.Poll(fds, -1)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || (n > 0 && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0) {
+				p.closed.Store(true)
+				stop()
+				return
+			}
+		}
+	}()
+	return p
+}
+
+func (p *pipeOut) Write(b []byte) (int, error) {
+	if p.closed.Load() {
+		return len(b), nil
+	}
+	n, err := p.f.Write(b)
+	if errors.Is(err, syscall.EPIPE) {
+		p.closed.Store(true)
+		return len(b), nil
+	}
+	return n, err
 }

@@ -4,8 +4,6 @@
 package metrics
 
 import (
-	"net"
-	"net/http"
 	"os"
 	"sort"
 	"strconv"
@@ -13,8 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
@@ -42,6 +38,8 @@ var (
 	dMaxOrphans  = desc("tcp_max_orphans", "net.ipv4.tcp_max_orphans.")
 	dTimeWait    = desc("tcp_time_wait", "TCP sockets in TIME-WAIT (the exporter's network namespace).")
 	ownerLabels  = []string{"comm", "cgroup", "container"}
+	dRecFailed   = desc("recording_failed", "1 once the recording (-w) stopped on an error, such as a full disk; tracing goes on.")
+	dRecDropped  = desc("recording_dropped_events_total", "Events the recording (-w) did not keep because its disk was too slow; the counts are exact regardless.")
 	dOwnerAborts = desc("owner_aborts_total", "Memory aborts of sockets owned by the top owners (the rest under comm=\"other\"), by cause.", append(ownerLabels, "cause")...)
 	dOwnerDrops  = desc("owner_drops_total", "TCP memory drops of sockets owned by the top owners (the rest under comm=\"other\").", ownerLabels...)
 	dOwnerBytes  = desc("owner_dropped_bytes_total", "Bytes of those drops.", ownerLabels...)
@@ -94,12 +92,16 @@ type Collector struct {
 
 	mu      sync.Mutex
 	snap    *stream.Snapshot
+	snapAt  time.Time // when the last snapshot came
+	created time.Time
 	episode time.Time // start of the episode in force; zero when none
 	tracked map[ownerKey]*tracked
 	// exposed is what the last scrape counted in "other" for each owner.
 	exposed map[ownerKey]ownerVals
 	alive   func(pids []uint32) bool
-	now     func() time.Time
+	// recording says how the -w recording fares; nil without one.
+	recording func() (failed bool, dropped uint64)
+	now       func() time.Time
 }
 
 // New makes a collector exporting the top owners with their own series
@@ -107,7 +109,7 @@ type Collector struct {
 // none of its processes has been alive for ttl.
 func New(pageSize, top int, ttl time.Duration) *Collector {
 	return &Collector{top: top, ttl: ttl, pageSize: float64(pageSize), tracked: map[ownerKey]*tracked{},
-		exposed: map[ownerKey]ownerVals{}, alive: pidsAlive, now: time.Now}
+		exposed: map[ownerKey]ownerVals{}, alive: pidsAlive, now: time.Now, created: time.Now()}
 }
 
 func pidsAlive(pids []uint32) bool {
@@ -136,7 +138,7 @@ func (c *Collector) Add(r stream.Record) {
 	}
 	if s := r.Snapshot; s != nil {
 		cp := *s
-		c.snap = &cp
+		c.snap, c.snapAt = &cp, c.now()
 		switch {
 		case !s.Global.Pressure && !c.episode.IsZero() && s.Time.Sub(c.episode) > time.Second:
 			c.episode = time.Time{} // a leave the stream did not carry
@@ -144,6 +146,23 @@ func (c *Collector) Add(r stream.Record) {
 			c.episode = s.Time // begun before the trace (or unseen): at least this old
 		}
 	}
+}
+
+// WatchRecording exports the health of a recording.
+func (c *Collector) WatchRecording(status func() (failed bool, dropped uint64)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.recording = status
+}
+
+// sinceSnapshot is how old the counts are.
+func (c *Collector) sinceSnapshot() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.snapAt.IsZero() {
+		return c.now().Sub(c.created) // none yet: as old as the collector
+	}
+	return c.now().Sub(c.snapAt)
 }
 
 // Describe sends no descriptors: the collector is unchecked, its label sets
@@ -203,6 +222,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(dMaxOrphans, float64(g.MaxOrphans))
 	}
 	gauge(dTimeWait, float64(g.TimeWait))
+	if c.recording != nil {
+		failed, dropped := c.recording()
+		gauge(dRecFailed, map[bool]float64{false: 0, true: 1}[failed])
+		counter(dRecDropped, float64(dropped))
+	}
 
 	c.owners(ch)
 }
@@ -280,27 +304,4 @@ func (c *Collector) emitOwner(ch chan<- prometheus.Metric, labels []string, v ow
 	ch <- prometheus.MustNewConstMetric(dOwnerAborts, prometheus.CounterValue, v.orph, append(labels, stream.CauseOrphans)...)
 	ch <- prometheus.MustNewConstMetric(dOwnerDrops, prometheus.CounterValue, v.drops, labels...)
 	ch <- prometheus.MustNewConstMetric(dOwnerBytes, prometheus.CounterValue, v.bytes, labels...)
-}
-
-// Serve exposes the collector (and the process's own metrics) on addr's
-// /metrics; an address without a host listens on 127.0.0.1 only.
-func Serve(addr string, c *Collector) (*http.Server, net.Addr, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, nil, err
-	}
-	if host == "" {
-		host = "127.0.0.1"
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
-	if err != nil {
-		return nil, nil, err
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	return srv, ln.Addr(), nil
 }

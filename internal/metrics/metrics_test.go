@@ -1,6 +1,11 @@
 package metrics
 
 import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -187,13 +192,84 @@ func keys(m map[string]float64) []string {
 	return out
 }
 
-func TestServeDefaultsToLoopback(t *testing.T) {
-	srv, addr, err := Serve(":0", New(4096, 1, time.Minute))
+func TestListenDefaultsToLoopback(t *testing.T) {
+	ln, err := Listen(":0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer ln.Close()
+	if !strings.HasPrefix(ln.Addr().String(), "127.0.0.1:") {
+		t.Errorf("listening on %s", ln.Addr())
+	}
+	if _, err := Listen("127.0.0.1:99999"); err == nil {
+		t.Error("port 99999 accepted")
+	}
+}
+
+// Clients that scrape once and keep their connection open cost at most
+// MaxConns connections: the longest idle ones are closed as new ones
+// come, and a fresh scrape is answered at once.
+func TestIdleClientsAreBounded(t *testing.T) {
+	ln, err := Listen(":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := New(4096, 1, time.Minute)
+	c.Add(stream.Record{Snapshot: snapshot()})
+	srv := Serve(ln, c)
 	defer srv.Close()
-	if !strings.HasPrefix(addr.String(), "127.0.0.1:") {
-		t.Errorf("listening on %s", addr)
+	addr := ln.Addr().String()
+	get := func(conn net.Conn) error {
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := fmt.Fprintf(conn, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return err
+	}
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range 4 * MaxConns {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, conn)
+		if err := get(conn); err != nil {
+			t.Fatalf("scrape %d: %v", len(held), err)
+		}
+	}
+	start := time.Now()
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/metrics")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("a fresh scrape with %d idle clients: %v", len(held), err)
+	}
+	resp.Body.Close()
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("a fresh scrape took %v", d)
+	}
+	// The oldest clients were closed by the server.
+	closed := 0
+	for _, conn := range held {
+		conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, err := conn.Read(make([]byte, 1)); err == io.EOF {
+			closed++
+		}
+	}
+	if open := len(held) - closed; open > MaxConns {
+		t.Errorf("%d of %d idle clients still connected, want at most %d", open, len(held), MaxConns)
+	}
+	resp, err = http.Get("http://" + addr + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("healthz: %v %v", err, resp)
 	}
 }

@@ -5,6 +5,7 @@ package record
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -58,6 +59,7 @@ var (
 type CorruptError struct {
 	Offset int64
 	Reason string
+	joined bool // another recording's magic where a record should be
 }
 
 func (e *CorruptError) Error() string {
@@ -85,8 +87,11 @@ func readFrame(r io.Reader, buf []byte, offset int64) (typ byte, payload []byte,
 	}
 	typ = head[0]
 	l := binary.LittleEndian.Uint32(head[1:])
+	if string(head[:]) == magic[:len(head)] {
+		return 0, nil, 5, &CorruptError{Offset: offset, Reason: "another recording's start", joined: true}
+	}
 	if l > maxPayload {
-		return 0, nil, 5, &CorruptError{offset, fmt.Sprintf("record of %d bytes", l)}
+		return 0, nil, 5, &CorruptError{Offset: offset, Reason: fmt.Sprintf("record of %d bytes", l)}
 	}
 	// Grow with what the file really holds: a corrupt length must not
 	// cost its claimed size in memory.
@@ -106,7 +111,7 @@ func readFrame(r io.Reader, buf []byte, offset int64) (typ byte, payload []byte,
 	crc := crc32.Checksum(head[:], castagnoli)
 	crc = crc32.Update(crc, castagnoli, buf[:l])
 	if crc != binary.LittleEndian.Uint32(buf[l:]) {
-		return 0, nil, 5 + need, &CorruptError{offset, "checksum mismatch"}
+		return 0, nil, 5 + need, &CorruptError{Offset: offset, Reason: "checksum mismatch"}
 	}
 	return typ, buf[:l], 5 + need, nil
 }
@@ -333,4 +338,27 @@ func (d *decoder) event(ev *stream.Event) error {
 		d.fail("trailing bytes")
 	}
 	return d.err
+}
+
+// snapshotRecord is a snapshot as a file holds it: the stream's Snapshot,
+// and Rotated when the file ends there because the trace goes on in the
+// next part. A reader that does not know the field replays it as one more
+// snapshot, with the same counts.
+type snapshotRecord struct {
+	stream.Snapshot
+	Rotated bool `json:"Rotated,omitempty"`
+}
+
+// rotatedSnapshot is the last snapshot again, marked as the end of a part.
+func rotatedSnapshot(last []byte) []byte {
+	var s snapshotRecord
+	if err := json.Unmarshal(last, &s); err != nil {
+		return last
+	}
+	s.Rotated = true
+	b, err := json.Marshal(s)
+	if err != nil {
+		return last
+	}
+	return b
 }

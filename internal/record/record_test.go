@@ -3,13 +3,19 @@ package record
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
@@ -100,7 +106,7 @@ func read(t *testing.T, src stream.Source) (replay, error) {
 func TestRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "trace.tmtrec")
 	write(t, path, 0, 2)
-	r, err := Open(path)
+	r, err := Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,25 +204,81 @@ func endsOnRecord(t *testing.T, b []byte) bool {
 	return off == len(b)
 }
 
+// A corrupt record in the middle ends the replay there, with a warning
+// that says so, and the summary of the last good snapshot.
 func TestCorruptRecord(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "trace.tmtrec")
-	write(t, path, 0, 1)
+	write(t, path, 0, 3)
 	b, _ := os.ReadFile(path)
-	b[len(b)/2] ^= 0x40
+	// The second round's first event: after the first snapshot.
+	second := bytes.Index(b[bytes.Index(b, []byte(`"Final":false`)):], []byte{recEvent}) + bytes.Index(b, []byte(`"Final":false`))
+	b[second+10] ^= 0x40
 	r, err := NewReader(bytes.NewReader(b))
-	if err == nil {
-		_, err = read(t, r)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var ce *CorruptError
-	if !errors.As(err, &ce) {
-		t.Fatalf("flipped bit: %v, want a CorruptError", err)
+	got, err := read(t, r)
+	if err != nil {
+		t.Fatalf("a corrupt record ended the replay with %v: want the last good summary", err)
+	}
+	last := got.snaps[len(got.snaps)-1]
+	if !last.Final || !reflect.DeepEqual(last.Totals, snapshot(1, false).Totals) {
+		t.Errorf("final snapshot %+v, want the first one's counts", last)
+	}
+	if w := r.Warning(); w == nil || !strings.Contains(w.Error(), "checksum mismatch") || !strings.Contains(w.Error(), "last good record") {
+		t.Errorf("warning %v", w)
 	}
 	// An absurd length is corruption too, not an allocation.
 	b, _ = os.ReadFile(path)
 	off := len(magic) + 1
 	b[off+1], b[off+2], b[off+3], b[off+4] = 0xff, 0xff, 0xff, 0x7f
+	var ce *CorruptError
 	if _, err := NewReader(bytes.NewReader(b)); !errors.As(err, &ce) {
 		t.Fatalf("huge length: %v", err)
+	}
+}
+
+// Two recordings joined together: the first replays whole, and the
+// warning says what happened.
+func TestJoinedRecordings(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "trace.tmtrec")
+	write(t, path, 0, 1)
+	one, _ := os.ReadFile(path)
+	r, err := NewReader(bytes.NewReader(append(append([]byte(nil), one...), one...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := read(t, r)
+	if err != nil || len(got.events) != len(events()) || !got.snaps[len(got.snaps)-1].Final {
+		t.Fatalf("%v: %d events", err, len(got.events))
+	}
+	if w := r.Warning(); w == nil || !strings.Contains(w.Error(), "a second recording starts at byte "+fmt.Sprint(len(one))) {
+		t.Errorf("warning %v", w)
+	}
+}
+
+// A file that ends between records, before the final snapshot (a killed
+// tracer), replays with a warning that the end is missing.
+func TestEndsWithoutFinalCounts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "trace.tmtrec")
+	write(t, path, 0, 2)
+	b, _ := os.ReadFile(path)
+	cut := b[:bytes.LastIndex(b, []byte{recSnapshot})] // before the final snapshot's record
+	cut = cut[:len(cut)-0]
+	for !endsOnRecord(t, cut) { // back to a record boundary
+		cut = cut[:len(cut)-1]
+	}
+	r := mustReader(t, cut)
+	got, err := read(t, r)
+	if err != nil || !got.snaps[len(got.snaps)-1].Final {
+		t.Fatal(err)
+	}
+	if w := r.Warning(); w == nil || !strings.Contains(w.Error(), "without its final counts") {
+		t.Errorf("warning %v", w)
+	}
+	r = mustReader(t, b)
+	if _, err := read(t, r); err != nil || r.Warning() != nil {
+		t.Errorf("the whole file: %v, warning %v", err, r.Warning())
 	}
 }
 
@@ -250,14 +312,18 @@ func TestRotation(t *testing.T) {
 		t.Fatalf("files %v", names)
 	}
 	for _, n := range names {
-		r, err := Open(n)
+		r, err := Open(context.Background(), n)
 		if err != nil {
 			t.Fatalf("%s: %v", n, err)
 		}
 		got, err := read(t, r)
 		r.Close()
-		if err != nil || r.Warning() != nil || len(got.snaps) == 0 {
-			t.Fatalf("%s: %v %v", n, err, r.Warning())
+		if err != nil || len(got.snaps) == 0 {
+			t.Fatalf("%s: %v", n, err)
+		}
+		// The older parts say they go on in the next; the newest ends the trace.
+		if w := r.Warning(); (n == path) != (w == nil) || (w != nil && !strings.Contains(w.Error(), "ends where the next one begins")) {
+			t.Errorf("%s: warning %v", n, w)
 		}
 		if n == path && (!reflect.DeepEqual(got.snaps[len(got.snaps)-1].Totals, snapshot(6, true).Totals) || r.Header().Part == 0) {
 			t.Errorf("newest file: totals %+v, part %d", got.snaps[len(got.snaps)-1].Totals, r.Header().Part)
@@ -265,30 +331,118 @@ func TestRotation(t *testing.T) {
 	}
 }
 
+// What stands at -w's path is never written in place: links, FIFOs,
+// directories, other users' files and files that are not recordings are
+// refused and left as they are; an earlier recording moves to FILE.1.
 func TestFileSafety(t *testing.T) {
 	dir := t.TempDir()
-	target := filepath.Join(dir, "target")
-	os.WriteFile(target, []byte("keep"), 0o644)
+	keep := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	target := keep("target", "keep", 0o644)
 	link := filepath.Join(dir, "link")
 	os.Symlink(target, link)
-	if _, err := Create(link, info(), 0, 0); err == nil {
-		t.Error("wrote through a symlink")
+	hard := filepath.Join(dir, "hard")
+	os.Link(target, hard)
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	notours := keep("notours", "", 0o666)
+	os.Chmod(notours, 0o666) // whatever the umask
+	if os.Geteuid() == 0 {
+		os.Chown(notours, 65534, 65534)
+	}
+	for path, want := range map[string]string{
+		link:                         "symbolic link",
+		hard:                         "hard links",
+		dir:                          "directory",
+		fifo:                         "FIFO",
+		keep("text", "hello", 0o644): "not a tcpmemtrace recording",
+	} {
+		start := time.Now()
+		if _, err := Create(path, info(), 0, 2); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want an error saying %q", path, err, want)
+		}
+		if time.Since(start) > time.Second {
+			t.Errorf("%s: refusing took %v", path, time.Since(start))
+		}
+	}
+	if os.Geteuid() == 0 {
+		if _, err := Create(notours, info(), 0, 2); err == nil || !strings.Contains(err.Error(), "uid 65534") {
+			t.Errorf("another user's file: %v", err)
+		}
+		if st, _ := os.Stat(notours); st.Size() != 0 || st.Mode().Perm() != 0o666 {
+			t.Errorf("another user's file changed: %v", st.Mode())
+		}
 	}
 	if b, _ := os.ReadFile(target); string(b) != "keep" {
-		t.Error("the symlink's target changed")
+		t.Error("the link's target changed")
 	}
-	if _, err := Create(dir, info(), 0, 0); err == nil {
-		t.Error("wrote to a directory")
-	}
-	path := filepath.Join(dir, "new")
-	os.WriteFile(path, []byte("old"), 0o666)
-	w, err := Create(path, info(), 0, 0)
+
+	// An earlier recording is kept as FILE.1; the new one is 0600.
+	path := filepath.Join(dir, "trace.tmtrec")
+	write(t, path, 0, 1)
+	old, _ := os.ReadFile(path)
+	w, err := Create(path, info(), 0, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.Close()
+	if b, _ := os.ReadFile(path + ".1"); !bytes.Equal(b, old) {
+		t.Error("the earlier recording was not kept as .1")
+	}
 	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
 		t.Errorf("mode %v, want 0600", st.Mode().Perm())
+	}
+}
+
+// Opening a FIFO waits for a writer, and reading for data; both end when
+// the context does.
+func TestFIFOReplayIsInterruptible(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := Open(ctx, fifo); err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Errorf("no writer: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the open took %v to give up", d)
+	}
+
+	// A writer that sends the header, then stalls.
+	path := filepath.Join(t.TempDir(), "trace.tmtrec")
+	write(t, path, 0, 1)
+	b, _ := os.ReadFile(path)
+	afterHeader := len(magic) + 1 + 5 + int(binary.LittleEndian.Uint32(b[len(magic)+2:])) + 4
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		f.Write(b[:afterHeader+20])
+		time.Sleep(3 * time.Second)
+		f.Close()
+	}()
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	r, err := Open(ctx, fifo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	start = time.Now()
+	r.Run(ctx, func(stream.Record) error { return nil })
+	if d := time.Since(start); d > 2500*time.Millisecond {
+		t.Errorf("a stalled FIFO held the replay %v after the context ended", d)
 	}
 }
 
@@ -334,7 +488,7 @@ func TestFilter(t *testing.T) {
 		{Filter{Cgroup: "/dock"}, 1, 0}, // a path prefix is not a parent
 		{Filter{PIDs: []uint32{99}}, 1, 0},
 	} {
-		r, err := Open(path)
+		r, err := Open(context.Background(), path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -355,7 +509,7 @@ func TestFilter(t *testing.T) {
 // 6.1 (BTF: PROTO_MEM 16, SOCKET_BACKLOG 20) a replay that looked numbers
 // up would say SOCKET_BACKLOG; names travel in the file, so it cannot.
 func TestRecordedOnAnotherKernel(t *testing.T) {
-	r, err := Open("../../testdata/rcvbuf-6.18.tmtrec")
+	r, err := Open(context.Background(), "../../testdata/rcvbuf-6.18.tmtrec")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,5 +535,74 @@ func TestRecordedOnAnotherKernel(t *testing.T) {
 	tot := got.snaps[len(got.snaps)-1].Totals
 	if drops != 50 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != 50 || tot.Causes[stream.CauseRcvbuf] != 50 {
 		t.Errorf("%d drop events, totals %v by cause %v", drops, tot.Drops, tot.Causes)
+	}
+}
+
+// The asynchronous writer records what a synchronous one would, in order,
+// when the disk keeps up.
+func TestAsyncWritesInOrder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "trace.tmtrec")
+	w, err := Create(path, info(), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := NewAsync(w, 1024, func(err error) { t.Error(err) })
+	for i := range 3 {
+		for _, e := range events() {
+			a.Write(stream.Record{Event: &e})
+		}
+		s := snapshot(uint64(i+1), i == 2)
+		a.Write(stream.Record{Snapshot: &s})
+	}
+	if err := a.Close(); err != nil || a.Dropped() != 0 {
+		t.Fatal(err, a.Dropped())
+	}
+	r, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := read(t, r)
+	if err != nil || r.Warning() != nil || len(got.events) != 3*len(events()) {
+		t.Fatalf("%v %v: %d events", err, r.Warning(), len(got.events))
+	}
+	if last := got.snaps[len(got.snaps)-1]; !reflect.DeepEqual(last.Totals, snapshot(3, true).Totals) {
+		t.Errorf("last %+v", last.Totals)
+	}
+}
+
+// A full disk stops the recording, reports it once, and never blocks the
+// writer's caller.
+func TestAsyncFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Skipf("mounting a tmpfs: %v", err)
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	w, err := Create(filepath.Join(dir, "trace.tmtrec"), info(), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reported []error
+	var mu sync.Mutex
+	a := NewAsync(w, 64, func(err error) { mu.Lock(); reported = append(reported, err); mu.Unlock() })
+	start := time.Now()
+	for i := range 20000 {
+		for _, e := range events() {
+			a.Write(stream.Record{Event: &e})
+		}
+		s := snapshot(uint64(i+1), false)
+		a.Write(stream.Record{Snapshot: &s})
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("queueing took %v", d)
+	}
+	err = a.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if err == nil || !errors.Is(err, unix.ENOSPC) || len(reported) != 1 {
+		t.Errorf("close: %v; reported %v", err, reported)
 	}
 }

@@ -32,40 +32,96 @@ type Writer struct {
 	last     []byte // the last snapshot's payload, repeated at the top of a new file
 }
 
-// Create starts a recording at path: mode 0600, never through a symlink.
-// Past maxSize bytes the file rotates to path.1 (path.1 to path.2, ...),
-// keeping maxFiles old files.
+// Create starts a recording at path, mode 0600, in a file it creates itself
+// (O_EXCL, never through a link). Past maxSize bytes the file rotates to
+// path.1 (path.1 to path.2, ...), keeping maxFiles old files.
+//
+// An earlier recording at path is kept: it moves to path.1 as a rotation
+// would. Anything else there is refused and left as it is: a file that is
+// not a recording, one that belongs to another user or has other hard
+// links (writing it would hand them the trace), or one that is not a
+// regular file (a FIFO would block the tracer).
 func Create(path string, info stream.Info, maxSize int64, maxFiles int) (*Writer, error) {
 	w := &Writer{path: path, maxSize: maxSize, maxFiles: maxFiles, header: Header{
 		Format: "tcpmemtrace recording", Version: version, Created: clock(), Info: info,
 		DropReasons: stream.MemoryDropReasons, ResetReason: stream.AbortResetReason,
 	}}
 	w.enc.intern = w.intern
+	existing, err := replaceable(path)
+	if err != nil {
+		return nil, err
+	}
+	if existing {
+		if err := w.shift(); err != nil {
+			return nil, err
+		}
+	}
 	if err := w.open(); err != nil {
 		return nil, err
 	}
 	return w, nil
 }
 
-// openFile creates or truncates path for writing without following a
-// symlink, refuses anything but a regular file, and makes it 0600.
-func openFile(path string) (*os.File, error) {
-	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+// replaceable checks what is at path: nothing (false), an earlier
+// recording of ours (true), or something to leave alone (an error).
+func replaceable(path string) (bool, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); errors.Is(err, unix.ENOENT) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		return false, fmt.Errorf("%s is a symbolic link: refusing to write through it", path)
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return false, fmt.Errorf("%s is not a regular file (%s): a recording needs one", path, fileKind(st.Mode))
+	case st.Uid != uint32(os.Geteuid()):
+		return false, fmt.Errorf("%s exists and belongs to uid %d: refusing to replace another user's file", path, st.Uid)
+	case st.Nlink > 1:
+		return false, fmt.Errorf("%s has %d hard links: refusing to replace a file that is also elsewhere", path, st.Nlink)
+	case st.Size == 0:
+		return true, nil
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		if errors.Is(err, unix.ELOOP) {
-			return nil, fmt.Errorf("%s is a symbolic link: refusing to write through it", path)
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	head := make([]byte, len(magic))
+	n, _ := unix.Read(fd, head)
+	unix.Close(fd)
+	if n != len(magic) || string(head) != magic {
+		return false, fmt.Errorf("%s exists and is not a tcpmemtrace recording: refusing to replace it (remove it, or choose another name)", path)
+	}
+	return true, nil
+}
+
+func fileKind(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFIFO:
+		return "a FIFO"
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFCHR, unix.S_IFBLK:
+		return "a device"
+	case unix.S_IFSOCK:
+		return "a socket"
+	}
+	return "not a regular file"
+}
+
+// openFile creates path, which must not exist, for writing: mode 0600,
+// never through a symlink.
+func openFile(path string) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("creating %s: something else created it meanwhile", path)
 		}
 		return nil, fmt.Errorf("creating %s: %w", path, err)
 	}
 	f := os.NewFile(uintptr(fd), path)
-	st, err := f.Stat()
-	if err == nil && !st.Mode().IsRegular() {
-		err = fmt.Errorf("%s is not a regular file", path)
-	}
-	if err == nil {
-		err = f.Chmod(0o600)
-	}
-	if err != nil {
+	if err := f.Chmod(0o600); err != nil { // whatever the umask
 		f.Close()
 		return nil, err
 	}
@@ -144,23 +200,42 @@ func (w *Writer) Write(r stream.Record) error {
 	return nil
 }
 
-// rotate moves path to path.1 (and so on, dropping the oldest) and starts
-// a new file with the same header, its part number one more.
+// rotate ends the file, saying that the trace goes on in the next, moves
+// it to path.1 (and so on) and starts a new file with the same header, its
+// part number one more.
 func (w *Writer) rotate() error {
+	if w.last != nil {
+		if err := w.put(recSnapshot, rotatedSnapshot(w.last)); err != nil {
+			return err
+		}
+	}
 	if err := w.closeFile(); err != nil {
 		return err
 	}
+	if err := w.shift(); err != nil {
+		return err
+	}
+	w.header.Part++
+	return w.open()
+}
+
+// shift moves path to path.1, path.1 to path.2 and so on, dropping what
+// falls past maxFiles.
+func (w *Writer) shift() error {
 	os.Remove(fmt.Sprintf("%s.%d", w.path, w.maxFiles))
 	for i := w.maxFiles - 1; i >= 1; i-- {
 		os.Rename(fmt.Sprintf("%s.%d", w.path, i), fmt.Sprintf("%s.%d", w.path, i+1))
 	}
+	var err error
 	if w.maxFiles > 0 {
-		if err := os.Rename(w.path, w.path+".1"); err != nil {
-			return fmt.Errorf("rotating %s: %w", w.path, err)
-		}
+		err = os.Rename(w.path, w.path+".1")
+	} else {
+		err = os.Remove(w.path)
 	}
-	w.header.Part++
-	return w.open()
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("rotating %s: %w", w.path, err)
+	}
+	return nil
 }
 
 func (w *Writer) closeFile() error {
