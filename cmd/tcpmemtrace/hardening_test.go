@@ -334,4 +334,3 @@ grep -c ' - tracefs ' /proc/self/mountinfo || true`
 		}
 	}
 }
-

@@ -19,6 +19,7 @@ var layers = map[string]int{
 	"stream": 0, // the model: the record stream's types
 
 	"internal/units": 1, "internal/procfs": 1, "internal/kmsg": 1, "internal/netns": 1, // system readers
+	"internal/termsafe": 1, // text made safe for terminals
 
 	"internal/owner": 2, "internal/sockdiag": 2, // owners and sockets, named
 
