@@ -52,10 +52,13 @@ static __always_inline bool memcg_limited(const struct sock *sk)
 }
 
 /*
- * In the kernel's order: its own buffer; the global hard limit (with the
- * exact value the kernel decided on when a refusal on this socket and CPU
- * just preceded the drop); its memory cgroup; global pressure and its
- * fairness rule.
+ * The cause names what an operator has to change, so a limit above the
+ * socket wins over the socket's own buffer when both are reached: the
+ * global hard limit (with the exact value the kernel decided on when a
+ * refusal on this socket and CPU just preceded the drop), then the
+ * socket's memory cgroup (under its pressure the buffer stops growing, and
+ * raising tcp_rmem would change nothing), then its own buffer (tcp_rmem,
+ * SO_RCVBUF), then global pressure and its fairness rule.
  */
 static __always_inline __u8 drop_cause(const struct sock *sk, const struct sk_buff *skb)
 {
@@ -64,8 +67,6 @@ static __always_inline __u8 drop_cause(const struct sock *sk, const struct sk_bu
 	__u32 zero = 0;
 	__s64 alloc;
 
-	if (sk->sk_backlog.rmem_alloc.counter + (int)skb->truesize > sk->sk_rcvbuf)
-		return DROP_CAUSE_RCVBUF;
 	alloc = prot_allocated(prot);
 	lr = bpf_map_lookup_elem(&last_refusal, &zero);
 	if (lr && lr->sk == (__u64)sk && bpf_ktime_get_ns() - lr->ts < 1000000)
@@ -74,6 +75,8 @@ static __always_inline __u8 drop_cause(const struct sock *sk, const struct sk_bu
 		return DROP_CAUSE_GLOBAL_HARD_LIMIT;
 	if (memcg_limited(sk))
 		return DROP_CAUSE_MEMCG;
+	if (sk->sk_backlog.rmem_alloc.counter + (int)skb->truesize > sk->sk_rcvbuf)
+		return DROP_CAUSE_RCVBUF;
 	if (pressure_now() || alloc > prot_limit(prot, 1))
 		return DROP_CAUSE_GLOBAL_PRESSURE;
 	return DROP_CAUSE_UNKNOWN;

@@ -158,8 +158,11 @@ type Totals struct {
 	// not sent as records.
 	Unsampled uint64 `json:"unsampled"`
 	// MissedRuns are hook runs the kernel skipped because a program of
-	// ours was already running on that CPU (BPF recursion guard, 5.12+).
-	MissedRuns uint64 `json:"missed_runs"`
+	// ours was already running on that CPU (BPF recursion guard, 5.12+):
+	// what they would have counted is missing. Missed says which events'
+	// counts they would have been in (Hook.Event names); nil when none.
+	MissedRuns uint64            `json:"missed_runs"`
+	Missed     map[string]uint64 `json:"missed_runs_by_event,omitempty"`
 }
 
 // OwnerCounts are one owner's exact counts. An owner is a process in a
@@ -314,15 +317,16 @@ func ObjectWithCounts(before any, c *Counts, after any) ([]byte, error) {
 
 // totalsTail is what Totals adds to its counts in JSON.
 type totalsTail struct {
-	PressureEpisodes uint64 `json:"pressure_episodes"`
-	LostSamples      uint64 `json:"lost_samples"`
-	Unsampled        uint64 `json:"unsampled"`
-	MissedRuns       uint64 `json:"missed_runs"`
+	PressureEpisodes uint64            `json:"pressure_episodes"`
+	LostSamples      uint64            `json:"lost_samples"`
+	Unsampled        uint64            `json:"unsampled"`
+	MissedRuns       uint64            `json:"missed_runs"`
+	Missed           map[string]uint64 `json:"missed_runs_by_event,omitempty"`
 }
 
 // MarshalJSON writes the counts, then the totals' own fields.
 func (t Totals) MarshalJSON() ([]byte, error) {
-	return ObjectWithCounts(nil, &t.Counts, totalsTail{t.PressureEpisodes, t.LostSamples, t.Unsampled, t.MissedRuns})
+	return ObjectWithCounts(nil, &t.Counts, totalsTail{t.PressureEpisodes, t.LostSamples, t.Unsampled, t.MissedRuns, t.Missed})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
@@ -334,7 +338,7 @@ func (t *Totals) UnmarshalJSON(b []byte) error {
 	if err := t.Counts.UnmarshalJSON(b); err != nil {
 		return err
 	}
-	t.PressureEpisodes, t.LostSamples, t.Unsampled, t.MissedRuns = tail.PressureEpisodes, tail.LostSamples, tail.Unsampled, tail.MissedRuns
+	t.PressureEpisodes, t.LostSamples, t.Unsampled, t.MissedRuns, t.Missed = tail.PressureEpisodes, tail.LostSamples, tail.Unsampled, tail.MissedRuns, tail.Missed
 	return nil
 }
 

@@ -6,18 +6,19 @@ type CounterDoc struct {
 	Label string // "memory aborts: out of memory"
 	Note  string // after the figure in the summary, e.g. a unit
 	Help  string // the metric's help text
+	Event string // the hook event whose programs count it (Totals.Missed)
 }
 
 var counterDocs = map[Counter]CounterDoc{
-	MemAborts: {Label: "memory aborts: out of memory",
+	MemAborts: {Label: "memory aborts: out of memory", Event: EventAborts,
 		Help: `Sockets killed by tcp_check_oom for "out of memory -- consider tuning tcp_mem".`},
-	OrphanAborts: {Label: "memory aborts: too many orphans",
+	OrphanAborts: {Label: "memory aborts: too many orphans", Event: EventAborts,
 		Help: `Sockets killed by tcp_check_oom for "too many orphaned sockets".`},
-	RefusalsSend: {Label: "allocation refusals: send",
+	RefusalsSend: {Label: "allocation refusals: send", Event: EventRefusals,
 		Help: "Send-side socket memory allocations refused (sock_exceed_buf_limit)."},
-	RefusalsRecv: {Label: "allocation refusals: receive",
+	RefusalsRecv: {Label: "allocation refusals: receive", Event: EventRefusals,
 		Help: "Receive-side socket memory allocations refused (sock_exceed_buf_limit)."},
-	SendStalls: {Label: "writes stalled under pressure", Note: "EAGAIN",
+	SendStalls: {Label: "writes stalled under pressure", Note: "EAGAIN", Event: EventOwners,
 		Help: "Writes told EAGAIN while TCP was under memory pressure."},
 }
 

@@ -31,15 +31,28 @@ func sumCounters(percpu []bpfCounters) stream.Totals {
 	return t
 }
 
-func readTotals(m *ebpf.Map, progs []*ebpf.Program) (stream.Totals, error) {
+// attached is a program and the event whose counts it keeps.
+type attached struct {
+	prog  *ebpf.Program
+	event string
+}
+
+// readTotals reads the counters, and the runs the kernel skipped for each
+// event: a program already running on a CPU is not run again there (the
+// recursion guard), and what it would have counted is missing.
+func readTotals(m *ebpf.Map, progs []attached) (stream.Totals, error) {
 	var percpu []bpfCounters
 	if err := m.Lookup(uint32(0), &percpu); err != nil {
 		return stream.Totals{}, fmt.Errorf("reading counters: %w", err)
 	}
 	t := sumCounters(percpu)
 	for _, p := range progs {
-		if st, err := p.Stats(); err == nil {
+		if st, err := p.prog.Stats(); err == nil && st.RecursionMisses > 0 {
 			t.MissedRuns += st.RecursionMisses
+			if t.Missed == nil {
+				t.Missed = map[string]uint64{}
+			}
+			t.Missed[p.event] += st.RecursionMisses
 		}
 	}
 	return t, nil

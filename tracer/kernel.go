@@ -13,7 +13,7 @@ import (
 
 // ErrNoBTF means the kernel exposes no BTF; CO-RE programs cannot load.
 var ErrNoBTF = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux: " +
-	"tcpmemtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.5 or newer)")
+	"tcpmemtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.8 or later; Debian, Ubuntu, RHEL and Fedora build theirs so)")
 
 // kernelFacts is what the running kernel's BTF says about the hooks and
 // enums the tracer depends on. Values are looked up by name: they differ
@@ -33,7 +33,9 @@ func loadKernelFacts(cache *btf.Cache) (*kernelFacts, error) {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, btf.ErrNotSupported) {
 			return nil, ErrNoBTF
 		}
-		return nil, fmt.Errorf("loading kernel BTF: %w", err)
+		// A parse error's text is for BTF's authors: say what it means.
+		return nil, fmt.Errorf("the kernel's BTF (/sys/kernel/btf/vmlinux) is unreadable (%s): "+
+			"tcpmemtrace needs it intact to adapt its programs to this kernel", firstLine(err))
 	}
 	return factsFromSpec(spec)
 }
@@ -131,4 +133,13 @@ func (k *kernelFacts) dropSlots() (table [maxDropReasons]uint8, found map[string
 		found[r.String()] = v
 	}
 	return table, found
+}
+
+// firstLine is an error's first line, cut to a readable length.
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	if len(s) > 120 {
+		s = s[:120] + "..."
+	}
+	return s
 }

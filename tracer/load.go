@@ -238,7 +238,7 @@ func (t *Tracer) attach(h *hook, spec *ebpf.CollectionSpec) error {
 			return fmt.Errorf("attaching %s (%s): %w", section, h.Event, err)
 		}
 		t.links = append(t.links, l)
-		t.progs = append(t.progs, prog)
+		t.progs = append(t.progs, attached{prog, h.Event})
 	}
 	return nil
 }

@@ -35,7 +35,7 @@ type Tracer struct {
 	hooks    []hook
 	coll     *ebpf.Collection
 	links    []link.Link
-	progs    []*ebpf.Program
+	progs    []attached // for their statistics
 	rd       *ringbuf.Reader
 	dec      *decoder
 	settings bpfConfig // the programs' load-time configuration

@@ -4,10 +4,13 @@ import (
 	"context"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/enrich"
@@ -409,5 +412,73 @@ func TestRecordBudget(t *testing.T) {
 	perWindow := uint64(rate/10 + runtime.NumCPU())
 	if limit := perWindow * uint64(traced/(100*time.Millisecond)+2); records == 0 || records > limit {
 		t.Errorf("%d records, want 1..%d for %d/s over %v", records, limit, rate, traced)
+	}
+}
+
+// floods sends UDP datagrams to a sink in a namespace of their own, n
+// senders each on its own thread, pinned to the last CPU, until stop.
+func floods(t *testing.T, n int) (stop func()) {
+	t.Helper()
+	ns, err := workload.NewNetns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := ns.Sink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		snd, err := ns.Sender(port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer snd.Close()
+			runtime.LockOSThread()
+			var cpus unix.CPUSet
+			cpus.Set(runtime.NumCPU() - 1)
+			unix.SchedSetaffinity(0, &cpus)
+			for {
+				select {
+				case <-done:
+					return
+				default:
+					snd.Run(0, 100*time.Millisecond)
+				}
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait(); ns.Close() }
+}
+
+// A memory-cgroup-limited reader under a loaded machine: every drop is the
+// memcg's, in every run. Under load the socket's own buffer fills too, and
+// the cause must still name what the operator has to change.
+func TestMemcgCauseUnderLoad(t *testing.T) {
+	privtest.Require(t)
+	memcg, remove, err := workload.MakeMemcgV1("tcpmemtrace-memcg-load", 1<<20)
+	if err != nil {
+		t.Skipf("cgroup v1 TCP memory accounting unavailable: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := remove(); err != nil {
+			t.Error(err)
+		}
+	})
+	stop := floods(t, 2)
+	defer stop()
+	runs := 10
+	if testing.Short() || os.Getenv("TCPMEMTRACE_TEST_RUNS") != "" {
+		runs, _ = strconv.Atoi(os.Getenv("TCPMEMTRACE_TEST_RUNS"))
+	}
+	for i := range runs {
+		r := trace(t, workload.Scenario{Kind: workload.OOM, Conns: 50, WriteFor: 3 * time.Second, ReaderMemcg: memcg,
+			WriterSndbuf: 64 << 10}, nil)
+		t.Logf("run %d", i+1)
+		onlyCause(t, r, stream.CauseMemcg)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -332,5 +333,27 @@ grep -c ' - tracefs ' /proc/self/mountinfo || true`
 				t.Errorf("%s: %s", h.Event, n)
 			}
 		}
+	}
+}
+
+// Without kernel BTF, or with a broken one, one line says what is needed.
+func TestNoOrBrokenBTF(t *testing.T) {
+	privtest.Require(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare not installed (util-linux)")
+	}
+	for name, hide := range map[string]string{
+		"missing": "mount -t tmpfs none /sys/kernel/btf",
+		"empty":   "touch \"$1\"/empty && mount --bind \"$1\"/empty /sys/kernel/btf/vmlinux",
+	} {
+		// /boot and /lib/modules hold other places the library looks for BTF.
+		script := "set -e; mount --make-rprivate /; " + hide + "; for d in /boot /lib/modules; do [ -d $d ] && mount -t tmpfs none $d; done; exec \"$0\" -d 1s"
+		out, err := exec.Command("unshare", "-m", "sh", "-c", script, binary, t.TempDir()).CombinedOutput()
+		var ee *exec.ExitError
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || len(lines) != 1 || !strings.Contains(lines[0], "BTF") {
+			t.Errorf("%s BTF: %v, output %q: want one line naming BTF, exit 1", name, err, out)
+		}
+		t.Logf("%s: %s", name, lines[0])
 	}
 }

@@ -38,6 +38,7 @@ var (
 	dMaxOrphans  = desc("tcp_max_orphans", "net.ipv4.tcp_max_orphans.")
 	dTimeWait    = desc("tcp_time_wait", "TCP sockets in TIME-WAIT (the exporter's network namespace).")
 	ownerLabels  = []string{"comm", "cgroup", "container"}
+	dMissed      = desc("missed_runs_total", "Hook runs the kernel skipped (a program of ours already running on that CPU): the counts of that event may miss as many.", "event")
 	dRecFailed   = desc("recording_failed", "1 once the recording (-w) stopped on an error, such as a full disk; tracing goes on.")
 	dRecDropped  = desc("recording_dropped_events_total", "Events the recording (-w) did not keep because its disk was too slow; the counts are exact regardless.")
 	dOwnerAborts = desc("owner_aborts_total", "Memory aborts of sockets owned by the top owners (the rest under comm=\"other\"), by cause.", append(ownerLabels, "cause")...)
@@ -197,6 +198,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dDropCause, float64(t.Causes[cause]), cause.String())
 	}
 	counter(dEpisodes, float64(t.PressureEpisodes))
+	for event, n := range t.Missed {
+		counter(dMissed, float64(n), event)
+	}
 	counter(dLost, float64(t.LostSamples))
 	counter(dUnsampled, float64(t.Unsampled))
 

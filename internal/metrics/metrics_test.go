@@ -273,3 +273,13 @@ func TestIdleClientsAreBounded(t *testing.T) {
 		t.Errorf("healthz: %v %v", err, resp)
 	}
 }
+
+func TestMissedRunsByEvent(t *testing.T) {
+	c := New(4096, 10, time.Minute)
+	snap := snapshot()
+	snap.Totals.MissedRuns, snap.Totals.Missed = 2, map[string]uint64{stream.EventDrops: 2}
+	c.Add(stream.Record{Snapshot: snap})
+	if v := series(t, c)["tcpmemtrace_missed_runs_total{event=memory drops}"]; v != 2 {
+		t.Errorf("missed runs %v", v)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -259,5 +260,48 @@ func TestHostileNames(t *testing.T) {
 	}
 	if bytes.ContainsAny(buf.Bytes(), "\x1b\a") {
 		t.Error("JSON holds raw control bytes")
+	}
+}
+
+// When the kernel skipped runs of a hook, the counts that hook keeps say
+// they may miss as many, where they stand; JSON has them by event.
+func TestMissedRunsShownAtTheirCounts(t *testing.T) {
+	sum := summary()
+	sum.Totals.MissedRuns = 3
+	sum.Totals.Missed = map[string]uint64{stream.EventDrops: 2, stream.EventAborts: 1}
+	var buf bytes.Buffer
+	tx := NewText(&buf, ByPID)
+	tx.pageSize = 4096
+	tx.Summary(info(), sum)
+	lines := strings.Split(buf.String(), "\n")
+	for _, want := range []struct{ row, note string }{
+		{"memory drops PROTO_MEM", "may miss up to 2"},
+		{"memory aborts: out of memory", "may miss up to 1"},
+		{"hook runs skipped by the kernel", "3"},
+	} {
+		found := false
+		for _, l := range lines {
+			if strings.Contains(l, want.row) {
+				found = true
+				if !strings.Contains(l, want.note) {
+					t.Errorf("%q lacks %q", l, want.note)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no %q row", want.row)
+		}
+	}
+	for _, l := range lines {
+		if strings.Contains(l, "pressure episodes") && strings.Contains(l, "may miss") {
+			t.Errorf("%q: pressure's hook missed nothing", l)
+		}
+	}
+	buf.Reset()
+	j := NewJSON(&buf)
+	j.Summary(info(), sum)
+	var o SummaryObject
+	if err := json.Unmarshal(buf.Bytes(), &o); err != nil || o.Totals.Missed[stream.EventDrops] != 2 {
+		t.Errorf("%v %+v", err, o.Totals.Missed)
 	}
 }

@@ -167,18 +167,25 @@ func (t *Text) Summary(info stream.Info, s aggregate.Summary) error {
 	row := func(name string, v uint64, extra string) {
 		fmt.Fprintln(w, strings.TrimRight(fmt.Sprintf("  %-36s %10d  %s", name, v, extra), " "))
 	}
-	counter := func(c stream.Counter) { row(c.Doc().Label, tot.Events[c], c.Doc().Note) }
+	// A count whose hook the kernel skipped says so where it stands.
+	missed := func(event, extra string) string {
+		if n := tot.Missed[event]; n > 0 {
+			return strings.TrimSpace(extra + fmt.Sprintf(" (may miss up to %d: hook runs the kernel skipped)", n))
+		}
+		return extra
+	}
+	counter := func(c stream.Counter) { row(c.Doc().Label, tot.Events[c], missed(c.Doc().Event, c.Doc().Note)) }
 	// The aborts first, then pressure and drops, then the other counters.
 	for _, c := range stream.Counters[:stream.AbortCounters] {
 		counter(c)
 	}
-	row("pressure episodes", tot.PressureEpisodes, "")
+	row("pressure episodes", tot.PressureEpisodes, missed(stream.EventPressure, ""))
 	for _, r := range stream.Reasons {
-		row("memory drops "+r.String(), tot.Drops[stream.ProtoTCP][r], units.IEC(int64(tot.DropBytes[stream.ProtoTCP][r])))
+		row("memory drops "+r.String(), tot.Drops[stream.ProtoTCP][r], missed(stream.EventDrops, units.IEC(int64(tot.DropBytes[stream.ProtoTCP][r]))))
 	}
 	for _, r := range stream.Reasons {
 		if n := tot.Drops[stream.ProtoOther][r]; n > 0 {
-			row("non-TCP memory drops "+r.String(), n, units.IEC(int64(tot.DropBytes[stream.ProtoOther][r])))
+			row("non-TCP memory drops "+r.String(), n, missed(stream.EventDrops, units.IEC(int64(tot.DropBytes[stream.ProtoOther][r]))))
 		}
 	}
 	for _, c := range stream.DropCauses {

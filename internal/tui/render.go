@@ -184,6 +184,9 @@ func (s *screen) events(f Frame) {
 	if t.LostSamples+t.Unsampled > 0 {
 		row("records not shown (counts exact)", r.Lost+r.Unsampled, t.LostSamples+t.Unsampled, false)
 	}
+	if t.MissedRuns > 0 {
+		row("hook runs skipped: counts may miss", 0, t.MissedRuns, true)
+	}
 	s.add("")
 }
 
