@@ -23,6 +23,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
@@ -152,6 +153,37 @@ func TestDaemonSet(t *testing.T) {
 	}
 	if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/metrics" || p.HTTPGet.Port.String() != c.Ports[0].Name {
 		t.Errorf("readiness probe %+v", p)
+	}
+	if p := c.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || p.HTTPGet.Port.String() != c.Ports[0].Name {
+		t.Errorf("liveness probe %+v", p)
+	}
+
+	// A pinned image, and a Go heap limit below the container's.
+	if _, tag, ok := strings.Cut(c.Image[strings.LastIndex(c.Image, "/")+1:], ":"); !ok || tag == "" || tag == "latest" {
+		t.Errorf("image %q: pin a tag", c.Image)
+	}
+	var memLimit string
+	for _, e := range c.Env {
+		if e.Name == "GOMEMLIMIT" {
+			memLimit = e.Value
+		}
+	}
+	goLim, err := resource.ParseQuantity(strings.TrimSuffix(memLimit, "B"))
+	if lim := c.Resources.Limits[corev1.ResourceMemory]; err != nil || goLim.Cmp(lim) >= 0 || goLim.Value() < lim.Value()/2 {
+		t.Errorf("GOMEMLIMIT %q against a memory limit of %v: want it set, below the limit, above half", memLimit, lim.String())
+	}
+}
+
+// Run by hand (docker run IMAGE), the image listens on loopback only, as
+// the README promises; the DaemonSet gives the node's address.
+func TestImageDefaultsToLoopback(t *testing.T) {
+	b, err := os.ReadFile(dockerfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := regexp.MustCompile(`(?m)^CMD \[(.*)\]$`).FindStringSubmatch(string(b))
+	if cmd == nil || !strings.Contains(cmd[1], `"127.0.0.1:9435"`) || strings.Contains(cmd[1], "0.0.0.0") {
+		t.Errorf("default command %v", cmd)
 	}
 }
 
