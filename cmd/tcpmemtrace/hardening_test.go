@@ -23,6 +23,7 @@ import (
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/render"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/privtest"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/workload"
 )
 
 // Bad input to a replay: one line, exit 2 (or 1 for a file that is not a
@@ -355,5 +356,33 @@ func TestNoOrBrokenBTF(t *testing.T) {
 			t.Errorf("%s BTF: %v, output %q: want one line naming BTF, exit 1", name, err, out)
 		}
 		t.Logf("%s: %s", name, lines[0])
+	}
+}
+
+// Root without CAP_SYS_ADMIN cannot enter other network namespaces: diagnose
+// says that, not "not root".
+func TestDiagnoseWithoutSysAdmin(t *testing.T) {
+	privtest.Require(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv not installed (util-linux)")
+	}
+	// Another namespace to fail to enter.
+	ns, err := workload.NewNetns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	cmd := exec.Command("setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", binary, "diagnose", "--json")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var r struct{ Notes []string }
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatal(err)
+	}
+	notes := strings.Join(r.Notes, "\n")
+	if !strings.Contains(notes, "CAP_SYS_ADMIN") || strings.Contains(notes, "not root") {
+		t.Errorf("notes %q", notes)
 	}
 }
