@@ -17,7 +17,7 @@
 const volatile struct config CFG = {};
 
 /* Last value of tcp_memory_pressure seen: the jiffies at which the current
- * episode began, or 0. Updated by CAS so one CPU reports each transition. */
+ * episode began, or 0. */
 volatile __u64 pressure_cur = PRESSURE_UNKNOWN;
 
 static __always_inline __u64 pressure_now(void)

@@ -166,15 +166,16 @@ static __always_inline void fill_mem(struct event *e, const struct proto *prot)
 
 /*
  * Socket identity, queues, cgroups and owner; sk must be a full TCP socket.
- * The cookie helper takes only trusted pointers (hook arguments); a socket
- * reached through skb->sk gives its cookie only if one was made already.
+ * The cookie helper takes only trusted pointers (hook arguments), and
+ * tracing programs have it since 5.12; otherwise the cookie is there only
+ * if one was made already.
  */
 static __always_inline void fill_sock(struct event *e, const struct sock *sk, __u32 netns,
 				      const struct owner *o, bool trusted)
 {
 	struct mem_cgroup *memcg;
 
-	if (trusted)
+	if (trusted && CFG.socket_cookie_helper)
 		e->cookie = bpf_get_socket_cookie((void *)sk);
 	else
 		e->cookie = sk->__sk_common.skc_cookie.counter;

@@ -82,6 +82,37 @@ static __always_inline struct counters *counted(const struct sock *sk, __u32 net
 	return c;
 }
 
+/* Cgroup v2 ancestor of a task at a level (cgroup->ancestors[], 6.2+ as
+ * struct pointers; before, ancestor_ids[] held the ids). */
+struct cgroup___old {
+	u64 ancestor_ids[0];
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 task_ancestor_cgroup(struct cgroup *cg, __u32 level)
+{
+	struct cgroup *anc = NULL;
+	__u64 id = 0;
+
+	if (level > BPF_CORE_READ(cg, level))
+		return 0;
+	if (bpf_core_field_exists(cg->ancestors)) {
+		bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[level]);
+		return anc ? BPF_CORE_READ(anc, kn, id) : 0;
+	}
+	bpf_probe_read_kernel(&id, sizeof(id), &((struct cgroup___old *)cg)->ancestor_ids[level]);
+	return id;
+}
+
+/* The current task in the --cgroup filter's subtree? (The helper for this,
+ * bpf_get_current_ancestor_cgroup_id, came to tracing programs in 5.12.) */
+static __always_inline bool current_in_filtered_cgroup(void)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+
+	return task_ancestor_cgroup(BPF_CORE_READ(task, cgroups, dfl_cgrp),
+				    CFG.filter_cgroup_level) == CFG.filter_cgroup_id;
+}
+
 /* Owner from the current task; sk is only a key here. */
 static __always_inline void stamp_owner(const struct sock *sk)
 {
@@ -97,8 +128,7 @@ static __always_inline void stamp_owner(const struct sock *sk)
 	n.tgid = tgid;
 	n.cgroup_id = bpf_get_current_cgroup_id();
 	if (CFG.filter_owner & OWNER_FILTER_CGROUP)
-		n.cgroup_match = bpf_get_current_ancestor_cgroup_id(CFG.filter_cgroup_level) ==
-				 CFG.filter_cgroup_id;
+		n.cgroup_match = current_in_filtered_cgroup();
 	bpf_get_current_comm(n.comm, sizeof(n.comm));
 	bpf_map_update_elem(&owners, &key, &n, BPF_ANY);
 }
@@ -156,27 +186,6 @@ static __always_inline struct sock *fd_sock(long fd)
 		return NULL;
 	sock = BPF_CORE_READ(f, private_data);
 	return BPF_CORE_READ(sock, sk);
-}
-
-/* Cgroup v2 ancestor of a task at a level (cgroup->ancestors[], 6.2+ as
- * struct pointers; before, ancestor_ids[] held the ids). */
-struct cgroup___old {
-	u64 ancestor_ids[0];
-} __attribute__((preserve_access_index));
-
-static __always_inline __u64 task_ancestor_cgroup(struct cgroup *cg, __u32 level)
-{
-	struct cgroup *anc = NULL;
-	__u64 id = 0;
-
-	if (level > BPF_CORE_READ(cg, level))
-		return 0;
-	if (bpf_core_field_exists(cg->ancestors)) {
-		bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[level]);
-		return anc ? BPF_CORE_READ(anc, kn, id) : 0;
-	}
-	bpf_probe_read_kernel(&id, sizeof(id), &((struct cgroup___old *)cg)->ancestor_ids[level]);
-	return id;
 }
 
 #endif

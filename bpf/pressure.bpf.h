@@ -22,6 +22,34 @@ static __always_inline void emit_pressure(const struct proto *prot, __u8 kind, _
 	submit(e);
 }
 
+/* Transitions already reported, by key: an episode's id (the jiffies at
+ * its start) for its start, the id with LEAVE_KEY for its end. */
+#define LEAVE_KEY (1ULL << 63)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u64);
+	__type(value, __u8);
+} transitions SEC(".maps");
+
+/*
+ * Several CPUs can see the same transition at once: the one whose insert
+ * succeeds reports it. (A compare-and-swap on pressure_cur would decide
+ * too, but kernels before 5.12 refuse atomics that return a value in any
+ * program.) Reporting a start forgets the episode's end and the reverse,
+ * so an episode that ends and starts again within one jiffy is reported.
+ */
+static __always_inline bool first_to_report(__u64 key, __u64 opposite)
+{
+	__u8 one = 1;
+
+	if (bpf_map_update_elem(&transitions, &key, &one, BPF_NOEXIST))
+		return false;
+	bpf_map_delete_elem(&transitions, &opposite);
+	return true;
+}
+
 /*
  * A change of the word's value is an episode boundary. Global, not per
  * netns or owner: reported whatever the filters. The first sample only
@@ -35,14 +63,18 @@ static __always_inline void sample_pressure(const struct sock *sk)
 
 	if (v == old)
 		return;
-	if (__sync_val_compare_and_swap(&pressure_cur, old, v) != old)
+	pressure_cur = v;
+	if (old == PRESSURE_UNKNOWN) {
+		if (v) /* under way at start: its start is not ours to report */
+			first_to_report(v, v | LEAVE_KEY);
 		return;
-	if (old == PRESSURE_UNKNOWN)
-		return;
-	if (v)
-		emit_pressure(prot, EV_PRESSURE_ENTER, v);
-	else
+	}
+	if (v) {
+		if (first_to_report(v, v | LEAVE_KEY))
+			emit_pressure(prot, EV_PRESSURE_ENTER, v);
+	} else if (first_to_report(old | LEAVE_KEY, old)) {
 		emit_pressure(prot, EV_PRESSURE_LEAVE, old);
+	}
 }
 
 #endif

@@ -333,6 +333,25 @@ int BPF_PROG(fexit_tcp_add_backlog, struct sock *sk, struct sk_buff *skb, void *
 	return 0;
 }
 
+#define CHECKSUM_COMPLETE 2 /* include/linux/skbuff.h */
+
+/* Before 5.19 tcp_add_backlog has no reason argument, and true is a
+ * backlog drop (TCPBacklogDrop) or a checksum drop. The checksum check
+ * leaves its verdict in the skb: checked in software and not valid is the
+ * latter. */
+SEC("fexit/tcp_add_backlog")
+int BPF_PROG(fexit_tcp_add_backlog_noreason, struct sock *sk, struct sk_buff *skb, bool ret)
+{
+	if (!ret)
+		return 0;
+	if (BPF_CORE_READ_BITFIELD(skb, ip_summed) == CHECKSUM_COMPLETE &&
+	    BPF_CORE_READ_BITFIELD(skb, csum_complete_sw) &&
+	    !BPF_CORE_READ_BITFIELD(skb, csum_valid))
+		return 0;
+	count_drop(skb, 0, DROP_SLOT_SOCKET_BACKLOG, sk, true, false);
+	return 0;
+}
+
 /* ---- allocation refusals ------------------------------------------------ */
 
 SEC("tp_btf/sock_exceed_buf_limit")
@@ -444,4 +463,12 @@ SEC("tp_btf/sock_exceed_buf_limit")
 int BPF_PROG(probe_scalar_ptr_load, struct sock *sk, struct proto *prot)
 {
 	return *prot->memory_pressure != 0;
+}
+
+/* May tracing programs ask for a socket's cookie (5.12+)? If not, the
+ * tracer clears CFG.socket_cookie_helper. */
+SEC("tp_btf/sock_exceed_buf_limit")
+int BPF_PROG(probe_socket_cookie, struct sock *sk)
+{
+	return bpf_get_socket_cookie(sk) != 0;
 }

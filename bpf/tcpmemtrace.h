@@ -152,9 +152,11 @@ struct config {
 	 * slots with their socket, and kfree_skb leaves them alone. */
 	__u8 tcp_slots_elsewhere;
 	/* The verifier refuses direct loads through pointers to scalars
-	 * (before ~6.2): read those words with bpf_probe_read_kernel. */
+	 * (6.12 and older do): read those words with bpf_probe_read_kernel. */
 	__u8 scalar_ptr_probe_read;
-	__u8 pad;
+	/* Tracing programs may call bpf_get_socket_cookie (5.12+); else the
+	 * cookie is read as it is, 0 when none was made yet. */
+	__u8 socket_cookie_helper;
 };
 
 /* One sampled record in the ringbuf. */

@@ -28,7 +28,7 @@ type bpfConfig struct {
 	FilterOwner         uint8
 	TcpSlotsElsewhere   uint8
 	ScalarPtrProbeRead  uint8
-	Pad                 uint8
+	SocketCookieHelper  uint8
 }
 
 type bpfCounters struct {
@@ -150,12 +150,15 @@ const (
 	bpfMapPidFilter                    = "pid_filter"
 	bpfMapRecordWindow                 = "record_window"
 	bpfMapTotals                       = "totals"
+	bpfMapTransitions                  = "transitions"
 	bpfProgFexitTcpAddBacklog          = "fexit_tcp_add_backlog"
+	bpfProgFexitTcpAddBacklogNoreason  = "fexit_tcp_add_backlog_noreason"
 	bpfProgFexitTcpCheckOom            = "fexit_tcp_check_oom"
 	bpfProgFexitTcpEnterMemoryPressure = "fexit_tcp_enter_memory_pressure"
 	bpfProgFexitTcpLeaveMemoryPressure = "fexit_tcp_leave_memory_pressure"
 	bpfProgFexitTcpTryRmemSchedule     = "fexit_tcp_try_rmem_schedule"
 	bpfProgProbeScalarPtrLoad          = "probe_scalar_ptr_load"
+	bpfProgProbeSocketCookie           = "probe_socket_cookie"
 	bpfProgSnapshotOwners              = "snapshot_owners"
 	bpfProgTpInetSockSetState          = "tp_inet_sock_set_state"
 	bpfProgTpKfreeSkb                  = "tp_kfree_skb"
@@ -223,11 +226,13 @@ type bpfSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfProgramSpecs struct {
 	FexitTcpAddBacklog          *ebpf.ProgramSpec `ebpf:"fexit_tcp_add_backlog"`
+	FexitTcpAddBacklogNoreason  *ebpf.ProgramSpec `ebpf:"fexit_tcp_add_backlog_noreason"`
 	FexitTcpCheckOom            *ebpf.ProgramSpec `ebpf:"fexit_tcp_check_oom"`
 	FexitTcpEnterMemoryPressure *ebpf.ProgramSpec `ebpf:"fexit_tcp_enter_memory_pressure"`
 	FexitTcpLeaveMemoryPressure *ebpf.ProgramSpec `ebpf:"fexit_tcp_leave_memory_pressure"`
 	FexitTcpTryRmemSchedule     *ebpf.ProgramSpec `ebpf:"fexit_tcp_try_rmem_schedule"`
 	ProbeScalarPtrLoad          *ebpf.ProgramSpec `ebpf:"probe_scalar_ptr_load"`
+	ProbeSocketCookie           *ebpf.ProgramSpec `ebpf:"probe_socket_cookie"`
 	SnapshotOwners              *ebpf.ProgramSpec `ebpf:"snapshot_owners"`
 	TpInetSockSetState          *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                  *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
@@ -253,6 +258,7 @@ type bpfMapSpecs struct {
 	PidFilter    *ebpf.MapSpec `ebpf:"pid_filter"`
 	RecordWindow *ebpf.MapSpec `ebpf:"record_window"`
 	Totals       *ebpf.MapSpec `ebpf:"totals"`
+	Transitions  *ebpf.MapSpec `ebpf:"transitions"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -300,6 +306,7 @@ type bpfMaps struct {
 	PidFilter    *ebpf.Map `ebpf:"pid_filter"`
 	RecordWindow *ebpf.Map `ebpf:"record_window"`
 	Totals       *ebpf.Map `ebpf:"totals"`
+	Transitions  *ebpf.Map `ebpf:"transitions"`
 }
 
 func (m *bpfMaps) Close() error {
@@ -312,6 +319,7 @@ func (m *bpfMaps) Close() error {
 		m.PidFilter,
 		m.RecordWindow,
 		m.Totals,
+		m.Transitions,
 	)
 }
 
@@ -337,11 +345,13 @@ type bpfVariables struct {
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfPrograms struct {
 	FexitTcpAddBacklog          *ebpf.Program `ebpf:"fexit_tcp_add_backlog"`
+	FexitTcpAddBacklogNoreason  *ebpf.Program `ebpf:"fexit_tcp_add_backlog_noreason"`
 	FexitTcpCheckOom            *ebpf.Program `ebpf:"fexit_tcp_check_oom"`
 	FexitTcpEnterMemoryPressure *ebpf.Program `ebpf:"fexit_tcp_enter_memory_pressure"`
 	FexitTcpLeaveMemoryPressure *ebpf.Program `ebpf:"fexit_tcp_leave_memory_pressure"`
 	FexitTcpTryRmemSchedule     *ebpf.Program `ebpf:"fexit_tcp_try_rmem_schedule"`
 	ProbeScalarPtrLoad          *ebpf.Program `ebpf:"probe_scalar_ptr_load"`
+	ProbeSocketCookie           *ebpf.Program `ebpf:"probe_socket_cookie"`
 	SnapshotOwners              *ebpf.Program `ebpf:"snapshot_owners"`
 	TpInetSockSetState          *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                  *ebpf.Program `ebpf:"tp_kfree_skb"`
@@ -358,11 +368,13 @@ type bpfPrograms struct {
 func (p *bpfPrograms) Close() error {
 	return _BpfClose(
 		p.FexitTcpAddBacklog,
+		p.FexitTcpAddBacklogNoreason,
 		p.FexitTcpCheckOom,
 		p.FexitTcpEnterMemoryPressure,
 		p.FexitTcpLeaveMemoryPressure,
 		p.FexitTcpTryRmemSchedule,
 		p.ProbeScalarPtrLoad,
+		p.ProbeSocketCookie,
 		p.SnapshotOwners,
 		p.TpInetSockSetState,
 		p.TpKfreeSkb,

@@ -201,6 +201,38 @@ func TestSelectHooks(t *testing.T) {
 	}
 }
 
+// The pre-5.17 family (5.10, 5.15, RHEL 9's 5.14): no drop reasons, no
+// reset reason, a two-argument tcp_add_backlog. TCP's memory drops come
+// from fexit where TCP decides them, with their socket.
+func TestSelectHooksBefore517(t *testing.T) {
+	eperm := func(string, ebpf.AttachType) error { return unix.EPERM }
+	allow := func(string, ebpf.AttachType) error { return nil }
+	tps := map[string]int{"kfree_skb": 2, "tcp_send_reset": 2, "sock_exceed_buf_limit": 4, "inet_sock_set_state": 3, "tcp_destroy_sock": 1}
+	fns := []string{"tcp_check_oom", "tcp_enter_memory_pressure", "tcp_leave_memory_pressure", "tcp_try_rmem_schedule/3", "tcp_add_backlog/2"}
+	hooks := selectHooks(fakeKernel(t, nil, nil, tps, fns...), HooksAuto, allow)
+	d := hooks[2]
+	if d.Using != "fexit/tcp_try_rmem_schedule (TCP PROTO_MEM), fexit/tcp_add_backlog (TCP SOCKET_BACKLOG)" ||
+		!reflect.DeepEqual(d.programs, []string{bpfProgFexitTcpTryRmemSchedule, bpfProgFexitTcpAddBacklogNoreason}) {
+		t.Errorf("drops on 5.10: %q %v", d.Using, d.programs)
+	}
+	if len(d.Rejected) != 4 || d.Rejected[0].Reason != "no drop reasons (needs 5.17)" {
+		t.Errorf("drops rejected: %+v", d.Rejected)
+	}
+	if n := strings.Join(d.Notes, " "); !strings.Contains(n, "no drop reasons before 5.17") {
+		t.Errorf("notes %q", n)
+	}
+	for _, h := range hooks[:2] {
+		if !strings.HasPrefix(h.Using, "fexit/") {
+			t.Errorf("%s on 5.10 with fexit: %q", h.Event, h.Using)
+		}
+	}
+	// Where fexit is refused (lockdown), nothing sees aborts or drops: said so.
+	hooks = selectHooks(fakeKernel(t, nil, nil, tps, fns...), HooksAuto, eperm)
+	if hooks[0].Available() || hooks[2].Available() || !hooks[1].Available() {
+		t.Errorf("5.10 without fexit: aborts %q, pressure %q, drops %q", hooks[0].Using, hooks[1].Using, hooks[2].Using)
+	}
+}
+
 func TestShortReason(t *testing.T) {
 	if got := shortReason(errors.Join(errors.New("load program"), unix.EPERM)); got != "operation not permitted" {
 		t.Errorf("EPERM -> %q", got)

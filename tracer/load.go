@@ -68,11 +68,18 @@ func premakeMaps(spec *ebpf.CollectionSpec) (map[string]*ebpf.Map, error) {
 func (t *Tracer) load(obj object, k *kernelFacts, cache *btf.Cache) (*ebpf.Collection, error) {
 	spec := obj.spec
 	t.settings = bpfSettings(t.cfg, k, t.hooks)
-	if !canLoadThroughScalarPointers(spec, obj.maps, cache) {
+	// Feature probes: a program of ours that needs the feature, loaded
+	// alone. What they find is set before the real programs are verified.
+	if !loadsAlone(spec, bpfProgProbeScalarPtrLoad, obj.maps, cache) {
 		// Older verifiers refuse loads through pointers to scalars; read
 		// those few words with bpf_probe_read_kernel instead.
 		t.settings.ScalarPtrProbeRead = 1
 		t.info.Notes = append(t.info.Notes, "this kernel's verifier refuses direct loads through pointers to scalars: memory_pressure and tcp_mem are read with bpf_probe_read_kernel")
+	}
+	if loadsAlone(spec, bpfProgProbeSocketCookie, obj.maps, cache) {
+		t.settings.SocketCookieHelper = 1
+	} else {
+		t.info.Notes = append(t.info.Notes, "tracing programs cannot ask for socket cookies before 5.12: events show a socket's cookie only when something else made one")
 	}
 	if err := spec.Variables[bpfVarCFG].Set(t.settings); err != nil {
 		return nil, fmt.Errorf("configuring the programs: %w", err)
@@ -98,11 +105,11 @@ func (t *Tracer) load(obj object, k *kernelFacts, cache *btf.Cache) (*ebpf.Colle
 	return coll, nil
 }
 
-// canLoadThroughScalarPointers is a feature probe: it loads, alone, a
-// program that reads *prot->memory_pressure directly.
-func canLoadThroughScalarPointers(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map, cache *btf.Cache) bool {
+// loadsAlone is a feature probe: whether the kernel takes one program of
+// the object, loaded alone with the object's maps.
+func loadsAlone(spec *ebpf.CollectionSpec, prog string, maps map[string]*ebpf.Map, cache *btf.Cache) bool {
 	probe := spec.Copy()
-	probe.Programs = map[string]*ebpf.ProgramSpec{bpfProgProbeScalarPtrLoad: probe.Programs[bpfProgProbeScalarPtrLoad]}
+	probe.Programs = map[string]*ebpf.ProgramSpec{prog: probe.Programs[prog]}
 	coll, err := ebpf.NewCollectionWithOptions(probe, ebpf.CollectionOptions{MapReplacements: maps, Cache: cache})
 	if err != nil {
 		return false

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -67,6 +68,9 @@ func New(cfg Config) (_ *Tracer, err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising the memlock limit: %w", err)
 	}
+	if err := kernelCanServe(); err != nil {
+		return nil, err
+	}
 	// Parsed once for the facts, the probes and the loads; let go when New
 	// returns. Meanwhile, on the other CPU: our ELF and its maps.
 	cache := btf.NewCache()
@@ -105,6 +109,24 @@ func New(cfg Config) (_ *Tracer, err error) {
 	t.startSampler()
 	t.info.Start = time.Now()
 	return t, nil
+}
+
+// kernelCanServe says, in one line, what an older kernel lacks that every
+// variant needs, and which kernel brought it.
+func kernelCanServe() error {
+	for _, f := range []struct {
+		have  func() error
+		what  string
+		since string
+	}{
+		{func() error { return features.HaveProgramType(ebpf.Tracing) }, "BTF tracing programs (tp_btf, fexit)", "5.5"},
+		{func() error { return features.HaveMapType(ebpf.RingBuf) }, "BPF ring buffers", "5.8"},
+	} {
+		if err := f.have(); errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("this kernel has no %s, which Linux %s brought: tcpmemtrace needs them", f.what, f.since)
+		}
+	}
+	return nil
 }
 
 // describe is the trace's Info: the machine, the settings, the hooks.

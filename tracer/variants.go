@@ -91,6 +91,15 @@ var eventVariants = []struct {
 		{label: "tp_btf/kfree_skb (skb->sk)", programs: []string{bpfProgTpKfreeSkbNorxsk},
 			needs: kfreeSkbArgs(3, "no drop reasons (needs 5.17)"),
 			notes: always("TCP receive drops carry no socket here: no owner, and none counted under --netns or owner filters")},
+		// Before drop reasons: TCP's memory drops where TCP decides them.
+		{label: "fexit/tcp_try_rmem_schedule (TCP PROTO_MEM), fexit/tcp_add_backlog (TCP SOCKET_BACKLOG)",
+			programs: []string{bpfProgFexitTcpTryRmemSchedule, bpfProgFexitTcpAddBacklogNoreason},
+			needs: all(fexit("tcp_try_rmem_schedule", "tcp_add_backlog"),
+				funcParams("tcp_add_backlog", 2, "tcp_add_backlog has a drop reason parameter (5.19+): a variant above serves")),
+			notes: always(noReasons)},
+		{label: "fexit/tcp_try_rmem_schedule (TCP PROTO_MEM)", programs: []string{bpfProgFexitTcpTryRmemSchedule},
+			needs: fexit("tcp_try_rmem_schedule"),
+			notes: always(noReasons, "TCP SOCKET_BACKLOG drops are not counted here")},
 	}},
 	{event: stream.EventRefusals, variants: []variant{
 		{label: "tp_btf/sock_exceed_buf_limit", programs: []string{bpfProgTpSockExceedBufLimit},
@@ -109,6 +118,9 @@ var eventVariants = []struct {
 }
 
 const variantSampled = "memory_pressure sampled in socket hooks + /proc/net/protocols"
+
+// noReasons: what kernels without drop reasons cannot show.
+const noReasons = "no drop reasons before 5.17: TCP_OFO_QUEUE_PRUNE and other protocols' drops (UDP's SOCKET_RCVBUFF...) are not counted"
 
 // abortFunc is where the kernel decides a memory abort (fexit variant).
 const abortFunc = "tcp_check_oom"
