@@ -20,6 +20,10 @@ const volatile struct config CFG = {};
  * episode began, or 0. */
 volatile __u64 pressure_cur = PRESSURE_UNKNOWN;
 
+/* TCP's struct proto, learnt from the first TCP socket the startup snapshot
+ * sees (the tracer holds one open): the sampler reads its pressure word. */
+volatile __u64 tcp_prot = 0;
+
 static __always_inline __u64 pressure_now(void)
 {
 	__u64 v = pressure_cur;

@@ -28,18 +28,6 @@ struct {
 	__type(value, struct owner_stats);
 } owner_totals SEC(".maps");
 
-struct record_window {
-	__u64 start;
-	__u32 used;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct record_window);
-} record_window SEC(".maps");
-
 #define RECORD_WINDOW_NS 100000000ULL
 
 static const struct owner_stats zero_stats;
@@ -69,29 +57,32 @@ static __always_inline void add(__u64 *p, __u64 v)
 	} while (0)
 
 /* The owner's exact counts, created on first use; the overflow entry when
- * the map is full. */
+ * the map is full. Sockets of no known owner have none: userspace counts
+ * them as the totals less every owner's. */
 static __always_inline struct counts *owner_counts(const struct owner *o)
 {
 	struct owner_key k = {};
 	struct owner_stats *s;
 
-	if (o) {
-		k.tgid = o->tgid;
-		k.cgroup_id = o->cgroup_id;
-	}
+	if (!o)
+		return NULL;
+	k.tgid = o->tgid;
+	k.cgroup_id = o->cgroup_id;
 	s = bpf_map_lookup_elem(&owner_totals, &k);
 	if (!s) {
 		bpf_map_update_elem(&owner_totals, &k, &zero_stats, BPF_NOEXIST);
 		s = bpf_map_lookup_elem(&owner_totals, &k);
-		if (s && o)
+		if (s)
 			__builtin_memcpy(s->comm, o->comm, sizeof(s->comm));
 	}
 	if (!s) {
 		k.tgid = OVERFLOW_TGID;
 		k.cgroup_id = 0;
 		s = bpf_map_lookup_elem(&owner_totals, &k);
+		if (!s)
+			return NULL;
 	}
-	return s ? &s->c : NULL;
+	return &s->c;
 }
 
 /* Drop and refusal records can come in storms: they are the ones the
@@ -101,47 +92,53 @@ static __always_inline bool storm_kind(__u8 kind)
 	return kind == EV_DROP || kind == EV_REFUSAL;
 }
 
-/* Within this CPU's record budget? Races between a task and a softirq on
- * one CPU can only make the budget a little loose; counts are not
- * affected. */
-static __always_inline bool within_budget(struct counters *c)
+/* How a record may be sent under the budget. */
+enum budget { OVER_BUDGET, FIRST_IN_WINDOW, IN_WINDOW };
+
+/* Within this CPU's record budget (kept beside its totals: no lookup of
+ * its own)? Races between a task and a softirq on one CPU can only make
+ * the budget a little loose; counts are not affected. */
+static __always_inline enum budget within_budget(struct counters *c)
 {
-	struct record_window *w;
-	__u32 zero = 0;
 	__u64 now;
 
 	if (!CFG.records_per_window)
-		return true;
-	w = bpf_map_lookup_elem(&record_window, &zero);
-	if (!w)
-		return true;
+		return FIRST_IN_WINDOW;
 	now = bpf_ktime_get_ns();
-	if (now - w->start >= RECORD_WINDOW_NS) {
-		w->start = now;
-		w->used = 0;
+	if (now - c->window_start >= RECORD_WINDOW_NS) {
+		c->window_start = now;
+		c->window_used = 0;
 	}
-	if (w->used >= CFG.records_per_window) {
+	if (c->window_used >= CFG.records_per_window) {
 		add(&c->unsampled, 1);
-		return false;
+		return OVER_BUDGET;
 	}
-	w->used++;
-	return true;
+	return c->window_used++ ? IN_WINDOW : FIRST_IN_WINDOW;
 }
 
-/* Drop and refusal records do not wake the reader, which drains the ring
- * every 100 ms: one wakeup per batch instead of one per record under a
- * storm. Aborts and pressure changes wake it at once (forced: records
- * still unread before them would make the adaptive wakeup skip it). */
-static __always_inline void submit(struct event *e)
+/*
+ * Waking the reader costs more than the record. The first drop or refusal
+ * record of a CPU's window wakes it if it is idle (adaptive wakeup); the
+ * rest of the window's do not, and the reader, once awake, drains every
+ * 100 ms while records keep coming. Aborts and pressure changes wake it at
+ * once (forced: records still unread before them would make the adaptive
+ * wakeup skip it).
+ */
+static __always_inline void submit(struct event *e, enum budget b)
 {
-	bpf_ringbuf_submit(e, storm_kind(e->kind) ? BPF_RB_NO_WAKEUP : BPF_RB_FORCE_WAKEUP);
+	__u64 flags = BPF_RB_FORCE_WAKEUP;
+
+	if (storm_kind(e->kind))
+		flags = b == FIRST_IN_WINDOW ? 0 : BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
 }
 
-static __always_inline struct event *reserve(struct counters *c, __u8 kind)
+static __always_inline struct event *reserve(struct counters *c, __u8 kind, enum budget *b)
 {
 	struct event *e;
 
-	if (storm_kind(kind) && !within_budget(c))
+	*b = FIRST_IN_WINDOW;
+	if (storm_kind(kind) && (*b = within_budget(c)) == OVER_BUDGET)
 		return NULL;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {

@@ -15,6 +15,45 @@ struct {
 	__type(value, struct owner);
 } owners SEC(".maps");
 
+/* Processes that own a socket: a close() or an exit by anyone else needs
+ * no further look. A hint, never removed: a stale entry costs one look. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} owner_tgids SEC(".maps");
+
+/* Sockets whose owner gave them up while others still hold them (a forked
+ * child, the receiver of the fd): settled from the open files by userspace.
+ * The value is the tgid that let go, and whether it still holds them. */
+struct handover {
+	__u32 from;
+	__u8 from_holds; /* the settling pass found the old owner holding it */
+	__u8 pad[3];
+	__u64 at; /* when, boot ns */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct handover);
+} handovers SEC(".maps");
+
+/* Owning processes that exited: their sockets, if others hold them, are
+ * settled too. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} exited_owners SEC(".maps");
+
+/* Set when an event found a TCP socket of no known owner (accepted by
+ * io_uring, for one): the tracer then settles owners from the open files. */
+volatile __u8 unowned_seen = 0;
+
 /* -p/--pid: the selected tgids. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -23,25 +62,14 @@ struct {
 	__type(value, __u8);
 } pid_filter SEC(".maps");
 
-/* Per-CPU cache of the last socket stamped and its owner: the hot
- * send/recv hooks skip the owners lookup while they see the same pair. */
-struct last_stamp {
-	__u64 sk;
-	__u32 tgid;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct last_stamp);
-} last_stamp SEC(".maps");
-
 static __always_inline struct owner *owner_of(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
+	struct owner *o = bpf_map_lookup_elem(&owners, &key);
 
-	return bpf_map_lookup_elem(&owners, &key);
+	if (!o)
+		unowned_seen = 1;
+	return o;
 }
 
 /* Owner filters run before anything is counted: filtered totals are the
@@ -113,6 +141,14 @@ static __always_inline bool current_in_filtered_cgroup(void)
 				    CFG.filter_cgroup_level) == CFG.filter_cgroup_id;
 }
 
+static __always_inline void note_owner_tgid(__u32 tgid)
+{
+	__u8 one = 1;
+
+	if (!bpf_map_lookup_elem(&owner_tgids, &tgid))
+		bpf_map_update_elem(&owner_tgids, &tgid, &one, BPF_ANY);
+}
+
 /* Owner from the current task; sk is only a key here. */
 static __always_inline void stamp_owner(const struct sock *sk)
 {
@@ -126,54 +162,31 @@ static __always_inline void stamp_owner(const struct sock *sk)
 	if (o && o->tgid == tgid)
 		return;
 	n.tgid = tgid;
+	n.stamped_ns = bpf_ktime_get_boot_ns();
 	n.cgroup_id = bpf_get_current_cgroup_id();
 	if (CFG.filter_owner & OWNER_FILTER_CGROUP)
 		n.cgroup_match = current_in_filtered_cgroup();
 	bpf_get_current_comm(n.comm, sizeof(n.comm));
 	bpf_map_update_elem(&owners, &key, &n, BPF_ANY);
+	note_owner_tgid(tgid);
 }
 
-/* stamp_owner behind the per-CPU cache. The cache may keep a socket that
- * was since freed; a new socket at that address is stamped by connect,
- * listen or accept, which bypass the cache, so at worst an owner change by
- * the same task on the same CPU goes unseen. */
-static __always_inline void stamp_owner_cached(const struct sock *sk)
-{
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct last_stamp *ls;
-	__u32 zero = 0;
-
-	ls = bpf_map_lookup_elem(&last_stamp, &zero);
-	if (ls && ls->sk == (__u64)sk && ls->tgid == tgid)
-		return;
-	stamp_owner(sk);
-	if (ls) {
-		ls->sk = (__u64)sk;
-		ls->tgid = tgid;
-	}
-}
-
-/* The socket is gone: its owner goes, and so does the cache's memory of it. */
+/* The socket is gone: so is its owner, and any hand-over of it. */
 static __always_inline void forget_owner(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
-	struct last_stamp *ls;
-	__u32 zero = 0;
 
 	bpf_map_delete_elem(&owners, &key);
-	ls = bpf_map_lookup_elem(&last_stamp, &zero);
-	if (ls && ls->sk == key)
-		ls->sk = 0;
+	bpf_map_delete_elem(&handovers, &key);
 }
 
-/* fd -> socket -> sk of the current task (classic tracepoints get no BTF
+/* fd -> file of the current task (classic tracepoints get no BTF
  * pointers, so this walks with CO-RE reads). */
-static __always_inline struct sock *fd_sock(long fd)
+static __always_inline struct file *fd_file(long fd)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
 	struct file **fds, *f = NULL;
 	struct fdtable *fdt;
-	struct socket *sock;
 
 	if (fd < 0)
 		return NULL;
@@ -182,10 +195,115 @@ static __always_inline struct sock *fd_sock(long fd)
 		return NULL;
 	fds = BPF_CORE_READ(fdt, fd);
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	if (!f)
+	return f;
+}
+
+/* The TCP socket a file is, or NULL. */
+static __always_inline struct sock *file_tcp_sock(struct file *f)
+{
+	struct socket *sock;
+	struct sock *sk;
+
+	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return NULL;
 	sock = BPF_CORE_READ(f, private_data);
-	return BPF_CORE_READ(sock, sk);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	return sk;
+}
+
+/* Until 6.13 a file's references were f_count (1: one); since, f_ref
+ * (file_ref_t, 0: one, negative: being released). */
+struct file___old {
+	atomic_long_t f_count;
+} __attribute__((preserve_access_index));
+
+/* Is the file held by more than the reference being closed? */
+static __always_inline bool file_shared(struct file *f)
+{
+	if (bpf_core_field_exists(f->f_ref))
+		return (__s64)BPF_CORE_READ(f, f_ref.refcnt.counter) > 0;
+	return BPF_CORE_READ((struct file___old *)f, f_count.counter) > 1;
+}
+
+/* A task's owner record: its process, command and cgroup. */
+static __always_inline void owner_from_task(struct owner *n, struct task_struct *task)
+{
+	struct cgroup *cg;
+
+	n->tgid = BPF_CORE_READ(task, tgid);
+	bpf_probe_read_kernel_str(n->comm, sizeof(n->comm), task->comm);
+	cg = BPF_CORE_READ(task, cgroups, dfl_cgrp);
+	n->cgroup_id = BPF_CORE_READ(cg, kn, id);
+	if (CFG.filter_owner & OWNER_FILTER_CGROUP)
+		n->cgroup_match =
+			task_ancestor_cgroup(cg, CFG.filter_cgroup_level) == CFG.filter_cgroup_id;
+}
+
+#define MAX_CHILDREN 32
+
+/* The youngest child the current task started since the socket was
+ * stamped: after accept, fork and close (a postmaster, sshd, inetd), the
+ * handler that now holds the socket. NULL when there is none. */
+static __always_inline struct task_struct *youngest_child(__u64 since)
+{
+	struct task_struct *task = (void *)bpf_get_current_task(), *best = NULL, *child;
+	__u64 off = bpf_core_field_offset(struct task_struct, sibling);
+	struct list_head *head = &task->children, *pos;
+	__u64 best_start = since, start;
+
+	pos = BPF_CORE_READ(task, children.next);
+	for (int i = 0; i < MAX_CHILDREN && pos && pos != head; i++) {
+		child = (void *)pos - off;
+		start = BPF_CORE_READ(child, start_boottime);
+		if (start >= best_start) {
+			best = child;
+			best_start = start;
+		}
+		pos = BPF_CORE_READ(pos, next);
+	}
+	return best;
+}
+
+/* The current task closes a TCP socket it owns while others still hold it:
+ * its owner is now one of them. If the task started a child since it got
+ * the socket, the child has it now (a forking server); userspace settles it
+ * from the open files in any case (fd passing, or to confirm). Returns
+ * whether it marked one. */
+static __always_inline bool note_handover(long fd)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct task_struct *child;
+	struct handover h = {};
+	struct file *f;
+	struct owner *o;
+	struct sock *sk;
+	__u64 key;
+
+	if (!bpf_map_lookup_elem(&owner_tgids, &tgid))
+		return false; /* owns no socket: the usual close */
+	f = fd_file(fd);
+	sk = file_tcp_sock(f);
+	if (!sk || !file_shared(f))
+		return false;
+	key = (__u64)sk;
+	o = bpf_map_lookup_elem(&owners, &key);
+	if (!o || o->tgid != tgid)
+		return false;
+	h.from = tgid;
+	h.at = bpf_ktime_get_boot_ns();
+	bpf_map_update_elem(&handovers, &key, &h, BPF_ANY);
+	child = youngest_child(o->stamped_ns);
+	if (child) {
+		struct owner n = {};
+
+		owner_from_task(&n, child);
+		n.stamped_ns = h.at;
+		bpf_map_update_elem(&owners, &key, &n, BPF_ANY);
+		note_owner_tgid(n.tgid);
+	}
+	return true;
 }
 
 #endif

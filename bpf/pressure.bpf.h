@@ -6,20 +6,38 @@
 #ifndef TCPMEMTRACE_PRESSURE_BPF_H
 #define TCPMEMTRACE_PRESSURE_BPF_H
 
-static __always_inline void emit_pressure(const struct proto *prot, __u8 kind, __u64 id)
+/* The protocol's memory in pages, and tcp_mem, read through a typed
+ * pointer (hook arguments) or, from the sampler, with probe reads. */
+static __always_inline void fill_mem_probed(struct event *e, const struct proto *prot)
+{
+	atomic_long_t *allocated = BPF_CORE_READ(prot, memory_allocated);
+	long *limits = BPF_CORE_READ(prot, sysctl_mem);
+	long a = 0;
+
+	bpf_probe_read_kernel(&a, sizeof(a), &allocated->counter);
+	e->allocated = a < 0 ? 0 : a;
+	bpf_probe_read_kernel(&e->mem_limit, sizeof(e->mem_limit), limits);
+}
+
+static __always_inline void emit_pressure(const struct proto *prot, bool probed, __u8 kind,
+					  __u64 id)
 {
 	struct counters *c = totals_get();
 	struct event *e;
+	enum budget b;
 
 	if (!c)
 		return;
 	add(kind == EV_PRESSURE_ENTER ? &c->pressure_enters : &c->pressure_leaves, 1);
-	e = reserve(c, kind);
+	e = reserve(c, kind, &b);
 	if (!e)
 		return;
-	fill_mem(e, prot);
+	if (probed)
+		fill_mem_probed(e, prot);
+	else
+		fill_mem(e, prot);
 	e->pressure_id = id;
-	submit(e);
+	submit(e, b);
 }
 
 /* Transitions already reported, by key: an episode's id (the jiffies at
@@ -55,10 +73,8 @@ static __always_inline bool first_to_report(__u64 key, __u64 opposite)
  * netns or owner: reported whatever the filters. The first sample only
  * learns the state, so an episode older than the tracer is not counted.
  */
-static __always_inline void sample_pressure(const struct sock *sk)
+static __always_inline void note_pressure(const struct proto *prot, bool probed, __u64 v)
 {
-	const struct proto *prot = sk->__sk_common.skc_prot;
-	__u64 v = read_long((const long *)prot->memory_pressure);
 	__u64 old = pressure_cur;
 
 	if (v == old)
@@ -71,10 +87,18 @@ static __always_inline void sample_pressure(const struct sock *sk)
 	}
 	if (v) {
 		if (first_to_report(v, v | LEAVE_KEY))
-			emit_pressure(prot, EV_PRESSURE_ENTER, v);
+			emit_pressure(prot, probed, EV_PRESSURE_ENTER, v);
 	} else if (first_to_report(old | LEAVE_KEY, old)) {
-		emit_pressure(prot, EV_PRESSURE_LEAVE, old);
+		emit_pressure(prot, probed, EV_PRESSURE_LEAVE, old);
 	}
+}
+
+/* A sample from a hook on a socket. */
+static __always_inline void sample_pressure(const struct sock *sk)
+{
+	const struct proto *prot = sk->__sk_common.skc_prot;
+
+	note_pressure(prot, false, read_long((const long *)prot->memory_pressure));
 }
 
 #endif

@@ -63,6 +63,7 @@ static __always_inline void handle_abort(const struct sock *sk, __u32 reason)
 	const struct proto *prot;
 	struct counters *c;
 	struct event *e;
+	enum budget b;
 	__u32 netns;
 	bool oom;
 
@@ -77,14 +78,14 @@ static __always_inline void handle_abort(const struct sock *sk, __u32 reason)
 	else
 		COUNT(c, oc, events[COUNTER_ORPHAN_ABORTS], 1);
 
-	e = reserve(c, EV_ABORT);
+	e = reserve(c, EV_ABORT, &b);
 	if (!e)
 		return;
 	fill_sock(e, sk, netns, o, true);
 	fill_mem(e, prot);
 	e->detail = oom ? ABORT_MEMORY : ABORT_ORPHANS;
 	e->reason = reason;
-	submit(e);
+	submit(e, b);
 }
 
 /* A memory drop of slot (a tracked reason): counted by protocol, with its
@@ -97,6 +98,7 @@ static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, _
 	struct counters *c;
 	struct counts *oc;
 	struct event *e;
+	enum budget b;
 	__u32 netns, len;
 	__u8 proto;
 	bool tcp;
@@ -136,7 +138,7 @@ static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, _
 		}
 	}
 
-	e = reserve(c, EV_DROP);
+	e = reserve(c, EV_DROP, &b);
 	if (!e)
 		return 0;
 	e->cause = cause;
@@ -152,7 +154,7 @@ static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, _
 		e->protocol = sk ? sk->sk_protocol : (tcp ? IPPROTO_TCP : 0);
 		e->family = sk ? sk->__sk_common.skc_family : 0;
 	}
-	submit(e);
+	submit(e, b);
 	return 0;
 }
 
@@ -186,6 +188,7 @@ static __always_inline void handle_refusal(struct sock *sk, struct proto *prot, 
 	struct owner *o = NULL;
 	struct counters *c;
 	struct event *e;
+	enum budget b;
 	__u32 netns;
 
 	c = socket_event(sk, &netns, &o, &oc);
@@ -198,45 +201,54 @@ static __always_inline void handle_refusal(struct sock *sk, struct proto *prot, 
 		COUNT(c, oc, events[COUNTER_REFUSALS_SEND], 1);
 	}
 
-	e = reserve(c, EV_REFUSAL);
+	e = reserve(c, EV_REFUSAL, &b);
 	if (!e)
 		return;
 	fill_sock(e, sk, netns, o, true);
 	fill_mem(e, prot);
 	e->allocated = allocated;
 	e->detail = kind ? 1 : 0;
-	submit(e);
+	submit(e, b);
 }
 
-/* A send or receive by the current task: its owner, a pressure sample, and
- * a writer told EAGAIN while TCP is under memory pressure (its write was
- * cut short by the memory limits; blocking writers wait unseen instead). */
-static __always_inline int handle_sock_io(const struct sock *sk, int ret, bool send)
+/* A writer told EAGAIN while TCP is under memory pressure: its write was
+ * cut short by the memory limits (blocking writers wait unseen instead). */
+static __always_inline int handle_send(const struct sock *sk, int ret)
 {
 	struct counts *oc = NULL;
 	struct owner *o = NULL;
 	struct counters *c;
 
-	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+	if (ret != -EAGAIN || !sk || sk->sk_protocol != IPPROTO_TCP || !pressure_now())
 		return 0;
-	sample_pressure(sk);
-	stamp_owner_cached(sk);
-	if (send && ret == -EAGAIN && pressure_now()) {
-		c = counted(sk, sk_netns(sk), &o, &oc);
-		if (c)
-			COUNT(c, oc, events[COUNTER_SEND_STALLS], 1);
-	}
+	c = counted(sk, sk_netns(sk), &o, &oc);
+	if (c)
+		COUNT(c, oc, events[COUNTER_SEND_STALLS], 1);
 	return 0;
 }
 
 /* A reader that never reads is seen only at accept(). */
 static __always_inline int stamp_fd(long fd)
 {
-	struct sock *sk = fd_sock(fd);
+	struct sock *sk = file_tcp_sock(fd_file(fd));
 
-	if (sk && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP)
+	if (sk)
 		stamp_owner(sk);
 	return 0;
+}
+
+/* Tell the tracer an owner must be settled (a forced wakeup). */
+static __always_inline void request_settle(void)
+{
+	struct counters *c = totals_get();
+	struct event *e;
+	enum budget b;
+
+	if (!c)
+		return;
+	e = reserve(c, EV_HANDOVER, &b);
+	if (e)
+		submit(e, b);
 }
 
 /* ---- memory aborts ---------------------------------------------------- */
@@ -362,22 +374,38 @@ int BPF_PROG(tp_sock_exceed_buf_limit, struct sock *sk, struct proto *prot, long
 	return 0;
 }
 
-/* ---- owners and pressure samples from process context -------------------- */
+/* ---- send stalls, while under pressure ------------------------------------ */
 
-/* 6.3+. Hot (every sendmsg/recvmsg), so both paths end early when nothing
- * changed. Also the pressure sampler's trigger: userspace sends on an
- * unconnected TCP socket to make a sample happen. */
+/* 6.3+. Every send on the machine runs it, so the tracer attaches it only
+ * while TCP is under memory pressure: stalls are counted from within a few
+ * milliseconds of an episode's start. */
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 {
-	return handle_sock_io(sk, ret, true);
+	return handle_send(sk, ret);
 }
 
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
+/* ---- pressure samples ------------------------------------------------------ */
+
+/* Without fexit on tcp_{enter,leave}_memory_pressure no hook fires as an
+ * episode ends (or as one begins with no memory event): the tracer runs
+ * this (BPF_PROG_TEST_RUN) every 100 ms. */
+SEC("raw_tp/sample_pressure")
+int sample_pressure_tick(void *ctx)
 {
-	return handle_sock_io(sk, ret, false);
+	const struct proto *prot = (const struct proto *)tcp_prot;
+	unsigned long *word;
+	__u64 v = 0;
+
+	if (!prot)
+		return 0;
+	word = BPF_CORE_READ(prot, memory_pressure);
+	bpf_probe_read_kernel(&v, sizeof(v), word);
+	note_pressure(prot, true, v);
+	return 0;
 }
+
+/* ---- owners, stamped from process context ------------------------------- */
 
 /* connect() and listen() run in the owner's context; the passive side's
  * SYN_RECV -> ESTABLISHED does not (accept exit covers it). FIN_WAIT1 and
@@ -419,7 +447,34 @@ int tp_sys_exit_accept(struct trace_event_raw_sys_exit *ctx)
 	return stamp_fd(ctx->ret);
 }
 
-/* ---- startup snapshot ------------------------------------------------------ */
+/* A forking server (postmaster, sshd, inetd) accepts, forks a handler and
+ * closes its copy; a process passes the fd on (SCM_RIGHTS) and closes its
+ * copy. The socket is then the other holder's. */
+SEC("tracepoint/syscalls/sys_enter_close")
+int tp_sys_enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	if (note_handover(ctx->args[0]))
+		request_settle();
+	return 0;
+}
+
+/* An owning process ends: sockets others still hold are theirs. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(tp_sched_process_exit, struct task_struct *task)
+{
+	__u32 tgid = task->tgid;
+	__u64 now;
+
+	if (task->pid != tgid || !bpf_map_lookup_elem(&owner_tgids, &tgid))
+		return 0;
+	now = bpf_ktime_get_boot_ns();
+	bpf_map_update_elem(&exited_owners, &tgid, &now, BPF_ANY);
+	bpf_map_delete_elem(&owner_tgids, &tgid);
+	request_settle();
+	return 0;
+}
+
+/* ---- owners from the open files ---------------------------------------------- */
 
 /* Every TCP socket open when the tracer starts gets the owner of an fd that
  * holds it; hooks that stamped it already win (BPF_NOEXIST). */
@@ -429,36 +484,73 @@ int snapshot_owners(struct bpf_iter__task_file *ctx)
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
 	struct owner n = {};
-	struct socket *sock;
-	struct cgroup *cg;
 	struct sock *sk;
 	__u64 key;
 
 	if (!task || !file)
 		return 0;
-	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+	sk = file_tcp_sock(file);
+	if (!sk)
 		return 0;
-	sock = BPF_CORE_READ(file, private_data);
-	sk = BPF_CORE_READ(sock, sk);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
-	n.tgid = BPF_CORE_READ(task, tgid);
-	bpf_probe_read_kernel_str(n.comm, sizeof(n.comm), task->comm);
-	cg = BPF_CORE_READ(task, cgroups, dfl_cgrp);
-	n.cgroup_id = BPF_CORE_READ(cg, kn, id);
-	if (CFG.filter_owner & OWNER_FILTER_CGROUP)
-		n.cgroup_match =
-			task_ancestor_cgroup(cg, CFG.filter_cgroup_level) == CFG.filter_cgroup_id;
+	if (!tcp_prot)
+		tcp_prot = (__u64)BPF_CORE_READ(sk, __sk_common.skc_prot);
+	owner_from_task(&n, task);
 	key = (__u64)sk;
-	bpf_map_update_elem(&owners, &key, &n, BPF_NOEXIST);
+	if (!bpf_map_update_elem(&owners, &key, &n, BPF_NOEXIST))
+		note_owner_tgid(n.tgid);
+	return 0;
+}
+
+/*
+ * Settle owners from the open files: a socket handed over goes to a holder
+ * other than the one that let it go; one whose owner exited, or that has
+ * none, to any holder. Run by the tracer after a hand-over, an owner's
+ * exit, or an event on a socket of no known owner.
+ */
+SEC("iter/task_file")
+int settle_owners(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct handover *h;
+	struct owner n = {};
+	struct owner *o;
+	struct sock *sk;
+	__u32 tgid;
+	__u64 key;
+
+	if (!task || !file)
+		return 0;
+	sk = file_tcp_sock(file);
+	if (!sk)
+		return 0;
+	key = (__u64)sk;
+	tgid = task->tgid;
+	h = bpf_map_lookup_elem(&handovers, &key);
+	o = bpf_map_lookup_elem(&owners, &key);
+	if (h) {
+		if (h->from == tgid) {
+			h->from_holds = 1;
+			return 0;
+		}
+	} else if (o && !bpf_map_lookup_elem(&exited_owners, &o->tgid)) {
+		return 0; /* settled */
+	}
+	owner_from_task(&n, task);
+	n.closed_ns = o ? o->closed_ns : 0;
+	n.stamped_ns = bpf_ktime_get_boot_ns();
+	bpf_map_update_elem(&owners, &key, &n, BPF_ANY);
+	note_owner_tgid(tgid);
+	if (h)
+		bpf_map_delete_elem(&handovers, &key);
 	return 0;
 }
 
 /* ---- feature probes: loaded alone at start, never attached -------------- */
 
-/* Does the verifier take a load through a pointer to a scalar? Kernels
- * before ~6.2 refuse it ("invalid mem access 'scalar'"): the tracer then
- * sets CFG.scalar_ptr_probe_read. */
+/* Does the verifier take a load through a pointer to a scalar? 6.12 and
+ * older refuse it ("invalid mem access 'scalar'"): the tracer then sets
+ * CFG.scalar_ptr_probe_read. */
 SEC("tp_btf/sock_exceed_buf_limit")
 int BPF_PROG(probe_scalar_ptr_load, struct sock *sk, struct proto *prot)
 {

@@ -27,6 +27,10 @@ enum event_kind {
 	EV_REFUSAL = 3,
 	EV_PRESSURE_ENTER = 4,
 	EV_PRESSURE_LEAVE = 5,
+	/* Internal to the tracer: a socket's owner gave it up to another
+	 * process (or exited), so its owner must be settled from the open
+	 * files. Never shown. */
+	EV_HANDOVER = 6,
 };
 
 /* Which half of tcp_check_oom() killed a socket (event.detail of an abort). */
@@ -98,12 +102,16 @@ struct counters {
 	__u64 pressure_leaves;
 	__u64 lost_samples;
 	__u64 unsampled; /* drop/refusal records over the record budget */
+	/* This CPU's record budget: when its window began, records sent in it. */
+	__u64 window_start;
+	__u64 window_used;
 };
 
 /* Who owns a socket, stamped from process context. */
 struct owner {
 	__u64 cgroup_id;
 	__u64 closed_ns; /* when close()/shutdown() sent the FIN; 0 before */
+	__u64 stamped_ns; /* when this owner was stamped, boot ns; 0: at start */
 	__u32 tgid;
 	__u8 cgroup_match; /* inside the --cgroup filter's subtree */
 	__u8 pad[3];

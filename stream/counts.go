@@ -352,3 +352,19 @@ func (o *OwnerCounts) UnmarshalJSON(b []byte) error {
 	}
 	return o.Counts.UnmarshalJSON(b)
 }
+
+// Sub takes o from c: what c counted that o did not (c must hold o).
+func (c *Counts) Sub(o *Counts) {
+	for i := range c.Events {
+		c.Events[i] -= o.Events[i]
+	}
+	for p := range c.Drops {
+		for r := range c.Drops[p] {
+			c.Drops[p][r] -= o.Drops[p][r]
+			c.DropBytes[p][r] -= o.DropBytes[p][r]
+		}
+	}
+	for i := range c.Causes {
+		c.Causes[i] -= o.Causes[i]
+	}
+}

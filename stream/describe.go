@@ -18,7 +18,7 @@ var counterDocs = map[Counter]CounterDoc{
 		Help: "Send-side socket memory allocations refused (sock_exceed_buf_limit)."},
 	RefusalsRecv: {Label: "allocation refusals: receive", Event: EventRefusals,
 		Help: "Receive-side socket memory allocations refused (sock_exceed_buf_limit)."},
-	SendStalls: {Label: "writes stalled under pressure", Note: "EAGAIN", Event: EventOwners,
+	SendStalls: {Label: "writes stalled under pressure", Note: "EAGAIN", Event: EventPressure,
 		Help: "Writes told EAGAIN while TCP was under memory pressure."},
 }
 

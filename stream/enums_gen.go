@@ -12,10 +12,11 @@ const (
 	KindRefusal       Kind = 3
 	KindPressureEnter Kind = 4
 	KindPressureLeave Kind = 5
+	KindHandover      Kind = 6
 )
 
 // NumKinds bounds the values of Kind.
-const NumKinds = 6
+const NumKinds = 7
 
 var kindNames = [NumKinds]string{
 	KindAbort:         "abort",
@@ -23,6 +24,7 @@ var kindNames = [NumKinds]string{
 	KindRefusal:       "refusal",
 	KindPressureEnter: "pressure_enter",
 	KindPressureLeave: "pressure_leave",
+	KindHandover:      "handover",
 }
 
 // AbortCause is which half of tcp_check_oom() killed a socket (enum abort_cause).

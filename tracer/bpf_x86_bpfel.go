@@ -38,6 +38,8 @@ type bpfCounters struct {
 	PressureLeaves uint64
 	LostSamples    uint64
 	Unsampled      uint64
+	WindowStart    uint64
+	WindowUsed     uint64
 }
 
 type bpfCounts struct {
@@ -86,6 +88,14 @@ type bpfEvent struct {
 	_          [4]byte
 }
 
+type bpfHandover struct {
+	_         structs.HostLayout
+	From      uint32
+	FromHolds uint8
+	Pad       [3]uint8
+	At        uint64
+}
+
 type bpfLastRefusal struct {
 	_         structs.HostLayout
 	Sk        uint64
@@ -93,17 +103,11 @@ type bpfLastRefusal struct {
 	Allocated int64
 }
 
-type bpfLastStamp struct {
-	_    structs.HostLayout
-	Sk   uint64
-	Tgid uint32
-	_    [4]byte
-}
-
 type bpfOwner struct {
 	_           structs.HostLayout
 	CgroupId    uint64
 	ClosedNs    uint64
+	StampedNs   uint64
 	Tgid        uint32
 	CgroupMatch uint8
 	Pad         [3]uint8
@@ -131,24 +135,18 @@ type bpfOwnerStats struct {
 	C    bpfCounts
 }
 
-type bpfRecordWindow struct {
-	_     structs.HostLayout
-	Start uint64
-	Used  uint32
-	_     [4]byte
-}
-
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	bpfMapEvents                       = "events"
+	bpfMapExitedOwners                 = "exited_owners"
+	bpfMapHandovers                    = "handovers"
 	bpfMapLastRefusal                  = "last_refusal"
-	bpfMapLastStamp                    = "last_stamp"
+	bpfMapOwnerTgids                   = "owner_tgids"
 	bpfMapOwnerTotals                  = "owner_totals"
 	bpfMapOwners                       = "owners"
 	bpfMapPidFilter                    = "pid_filter"
-	bpfMapRecordWindow                 = "record_window"
 	bpfMapTotals                       = "totals"
 	bpfMapTransitions                  = "transitions"
 	bpfProgFexitTcpAddBacklog          = "fexit_tcp_add_backlog"
@@ -159,19 +157,24 @@ const (
 	bpfProgFexitTcpTryRmemSchedule     = "fexit_tcp_try_rmem_schedule"
 	bpfProgProbeScalarPtrLoad          = "probe_scalar_ptr_load"
 	bpfProgProbeSocketCookie           = "probe_socket_cookie"
+	bpfProgSamplePressureTick          = "sample_pressure_tick"
+	bpfProgSettleOwners                = "settle_owners"
 	bpfProgSnapshotOwners              = "snapshot_owners"
 	bpfProgTpInetSockSetState          = "tp_inet_sock_set_state"
 	bpfProgTpKfreeSkb                  = "tp_kfree_skb"
 	bpfProgTpKfreeSkbNorxsk            = "tp_kfree_skb_norxsk"
+	bpfProgTpSchedProcessExit          = "tp_sched_process_exit"
 	bpfProgTpSockExceedBufLimit        = "tp_sock_exceed_buf_limit"
-	bpfProgTpSockRecvLength            = "tp_sock_recv_length"
 	bpfProgTpSockSendLength            = "tp_sock_send_length"
+	bpfProgTpSysEnterClose             = "tp_sys_enter_close"
 	bpfProgTpSysExitAccept             = "tp_sys_exit_accept"
 	bpfProgTpSysExitAccept4            = "tp_sys_exit_accept4"
 	bpfProgTpTcpDestroySock            = "tp_tcp_destroy_sock"
 	bpfProgTpTcpSendReset              = "tp_tcp_send_reset"
 	bpfVarCFG                          = "CFG"
 	bpfVarPressureCur                  = "pressure_cur"
+	bpfVarTcpProt                      = "tcp_prot"
+	bpfVarUnownedSeen                  = "unowned_seen"
 	bpfVarUnusedAbortCause             = "unused_abort_cause"
 	bpfVarUnusedCounter                = "unused_counter"
 	bpfVarUnusedDropCause              = "unused_drop_cause"
@@ -233,13 +236,16 @@ type bpfProgramSpecs struct {
 	FexitTcpTryRmemSchedule     *ebpf.ProgramSpec `ebpf:"fexit_tcp_try_rmem_schedule"`
 	ProbeScalarPtrLoad          *ebpf.ProgramSpec `ebpf:"probe_scalar_ptr_load"`
 	ProbeSocketCookie           *ebpf.ProgramSpec `ebpf:"probe_socket_cookie"`
+	SamplePressureTick          *ebpf.ProgramSpec `ebpf:"sample_pressure_tick"`
+	SettleOwners                *ebpf.ProgramSpec `ebpf:"settle_owners"`
 	SnapshotOwners              *ebpf.ProgramSpec `ebpf:"snapshot_owners"`
 	TpInetSockSetState          *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                  *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
 	TpKfreeSkbNorxsk            *ebpf.ProgramSpec `ebpf:"tp_kfree_skb_norxsk"`
+	TpSchedProcessExit          *ebpf.ProgramSpec `ebpf:"tp_sched_process_exit"`
 	TpSockExceedBufLimit        *ebpf.ProgramSpec `ebpf:"tp_sock_exceed_buf_limit"`
-	TpSockRecvLength            *ebpf.ProgramSpec `ebpf:"tp_sock_recv_length"`
 	TpSockSendLength            *ebpf.ProgramSpec `ebpf:"tp_sock_send_length"`
+	TpSysEnterClose             *ebpf.ProgramSpec `ebpf:"tp_sys_enter_close"`
 	TpSysExitAccept             *ebpf.ProgramSpec `ebpf:"tp_sys_exit_accept"`
 	TpSysExitAccept4            *ebpf.ProgramSpec `ebpf:"tp_sys_exit_accept4"`
 	TpTcpDestroySock            *ebpf.ProgramSpec `ebpf:"tp_tcp_destroy_sock"`
@@ -251,12 +257,13 @@ type bpfProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
 	Events       *ebpf.MapSpec `ebpf:"events"`
+	ExitedOwners *ebpf.MapSpec `ebpf:"exited_owners"`
+	Handovers    *ebpf.MapSpec `ebpf:"handovers"`
 	LastRefusal  *ebpf.MapSpec `ebpf:"last_refusal"`
-	LastStamp    *ebpf.MapSpec `ebpf:"last_stamp"`
+	OwnerTgids   *ebpf.MapSpec `ebpf:"owner_tgids"`
 	OwnerTotals  *ebpf.MapSpec `ebpf:"owner_totals"`
 	Owners       *ebpf.MapSpec `ebpf:"owners"`
 	PidFilter    *ebpf.MapSpec `ebpf:"pid_filter"`
-	RecordWindow *ebpf.MapSpec `ebpf:"record_window"`
 	Totals       *ebpf.MapSpec `ebpf:"totals"`
 	Transitions  *ebpf.MapSpec `ebpf:"transitions"`
 }
@@ -267,6 +274,8 @@ type bpfMapSpecs struct {
 type bpfVariableSpecs struct {
 	CFG               *ebpf.VariableSpec `ebpf:"CFG"`
 	PressureCur       *ebpf.VariableSpec `ebpf:"pressure_cur"`
+	TcpProt           *ebpf.VariableSpec `ebpf:"tcp_prot"`
+	UnownedSeen       *ebpf.VariableSpec `ebpf:"unowned_seen"`
 	UnusedAbortCause  *ebpf.VariableSpec `ebpf:"unused_abort_cause"`
 	UnusedCounter     *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedDropCause   *ebpf.VariableSpec `ebpf:"unused_drop_cause"`
@@ -299,12 +308,13 @@ func (o *bpfObjects) Close() error {
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
 	Events       *ebpf.Map `ebpf:"events"`
+	ExitedOwners *ebpf.Map `ebpf:"exited_owners"`
+	Handovers    *ebpf.Map `ebpf:"handovers"`
 	LastRefusal  *ebpf.Map `ebpf:"last_refusal"`
-	LastStamp    *ebpf.Map `ebpf:"last_stamp"`
+	OwnerTgids   *ebpf.Map `ebpf:"owner_tgids"`
 	OwnerTotals  *ebpf.Map `ebpf:"owner_totals"`
 	Owners       *ebpf.Map `ebpf:"owners"`
 	PidFilter    *ebpf.Map `ebpf:"pid_filter"`
-	RecordWindow *ebpf.Map `ebpf:"record_window"`
 	Totals       *ebpf.Map `ebpf:"totals"`
 	Transitions  *ebpf.Map `ebpf:"transitions"`
 }
@@ -312,12 +322,13 @@ type bpfMaps struct {
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
 		m.Events,
+		m.ExitedOwners,
+		m.Handovers,
 		m.LastRefusal,
-		m.LastStamp,
+		m.OwnerTgids,
 		m.OwnerTotals,
 		m.Owners,
 		m.PidFilter,
-		m.RecordWindow,
 		m.Totals,
 		m.Transitions,
 	)
@@ -329,6 +340,8 @@ func (m *bpfMaps) Close() error {
 type bpfVariables struct {
 	CFG               *ebpf.Variable `ebpf:"CFG"`
 	PressureCur       *ebpf.Variable `ebpf:"pressure_cur"`
+	TcpProt           *ebpf.Variable `ebpf:"tcp_prot"`
+	UnownedSeen       *ebpf.Variable `ebpf:"unowned_seen"`
 	UnusedAbortCause  *ebpf.Variable `ebpf:"unused_abort_cause"`
 	UnusedCounter     *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedDropCause   *ebpf.Variable `ebpf:"unused_drop_cause"`
@@ -352,13 +365,16 @@ type bpfPrograms struct {
 	FexitTcpTryRmemSchedule     *ebpf.Program `ebpf:"fexit_tcp_try_rmem_schedule"`
 	ProbeScalarPtrLoad          *ebpf.Program `ebpf:"probe_scalar_ptr_load"`
 	ProbeSocketCookie           *ebpf.Program `ebpf:"probe_socket_cookie"`
+	SamplePressureTick          *ebpf.Program `ebpf:"sample_pressure_tick"`
+	SettleOwners                *ebpf.Program `ebpf:"settle_owners"`
 	SnapshotOwners              *ebpf.Program `ebpf:"snapshot_owners"`
 	TpInetSockSetState          *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                  *ebpf.Program `ebpf:"tp_kfree_skb"`
 	TpKfreeSkbNorxsk            *ebpf.Program `ebpf:"tp_kfree_skb_norxsk"`
+	TpSchedProcessExit          *ebpf.Program `ebpf:"tp_sched_process_exit"`
 	TpSockExceedBufLimit        *ebpf.Program `ebpf:"tp_sock_exceed_buf_limit"`
-	TpSockRecvLength            *ebpf.Program `ebpf:"tp_sock_recv_length"`
 	TpSockSendLength            *ebpf.Program `ebpf:"tp_sock_send_length"`
+	TpSysEnterClose             *ebpf.Program `ebpf:"tp_sys_enter_close"`
 	TpSysExitAccept             *ebpf.Program `ebpf:"tp_sys_exit_accept"`
 	TpSysExitAccept4            *ebpf.Program `ebpf:"tp_sys_exit_accept4"`
 	TpTcpDestroySock            *ebpf.Program `ebpf:"tp_tcp_destroy_sock"`
@@ -375,13 +391,16 @@ func (p *bpfPrograms) Close() error {
 		p.FexitTcpTryRmemSchedule,
 		p.ProbeScalarPtrLoad,
 		p.ProbeSocketCookie,
+		p.SamplePressureTick,
+		p.SettleOwners,
 		p.SnapshotOwners,
 		p.TpInetSockSetState,
 		p.TpKfreeSkb,
 		p.TpKfreeSkbNorxsk,
+		p.TpSchedProcessExit,
 		p.TpSockExceedBufLimit,
-		p.TpSockRecvLength,
 		p.TpSockSendLength,
+		p.TpSysEnterClose,
 		p.TpSysExitAccept,
 		p.TpSysExitAccept4,
 		p.TpTcpDestroySock,

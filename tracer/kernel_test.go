@@ -132,7 +132,7 @@ func TestSelectHooks(t *testing.T) {
 		"sock_send_length": 3, "sock_recv_length": 3, "inet_sock_set_state": 3, "tcp_destroy_sock": 1}
 	drops := map[string]uint32{"PROTO_MEM": 20, "SOCKET_BACKLOG": 29, "TCP_OFO_QUEUE_PRUNE": 52, "SOCKET_RCVBUFF": 6}
 	rst := map[string]uint32{"TCP_ABORT_ON_MEMORY": 13}
-	fns := []string{"tcp_check_oom", "tcp_enter_memory_pressure", "tcp_leave_memory_pressure"}
+	fns := []string{"tcp_check_oom", "tcp_enter_memory_pressure", "tcp_leave_memory_pressure", "bpf_prog_test_run_raw_tp"}
 
 	using := func(hooks []hook) map[string]string {
 		m := map[string]string{}
@@ -151,7 +151,7 @@ func TestSelectHooks(t *testing.T) {
 	if got := hooks[0].Rejected; len(got) != 1 || got[0].Hook != "fexit/tcp_check_oom" || got[0].Reason != "operation not permitted" {
 		t.Errorf("aborts rejected: %+v", got)
 	}
-	if u[stream.EventPressure] != variantSampled {
+	if u[stream.EventPressure] != variantSampled+"; send stalls: tp_btf/sock_send_length while under pressure" || !hooks[1].sampler {
 		t.Errorf("pressure: %q", u[stream.EventPressure])
 	}
 	if !strings.HasPrefix(u[stream.EventDrops], "tp_btf/kfree_skb (rx_sk) reasons PROTO_MEM=20 SOCKET_BACKLOG=29") {
@@ -189,7 +189,7 @@ func TestSelectHooks(t *testing.T) {
 	if n := strings.Join(hooks[2].Notes, " "); !strings.Contains(n, "no owner") {
 		t.Errorf("drops notes on 6.1 without fexit: %q", n)
 	}
-	if n := strings.Join(hooks[1].Notes, " "); !strings.Contains(n, "sock_send_length") {
+	if n := hooks[1].Using; !strings.Contains(n, "no send stalls (needs sock_send_length, 6.3)") {
 		t.Errorf("pressure notes on a pre-6.3 kernel: %q", n)
 	}
 	// 6.1 where fexit works: TCP receive drops are counted at the failed

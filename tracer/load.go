@@ -87,7 +87,12 @@ func (t *Tracer) load(obj object, k *kernelFacts, cache *btf.Cache) (*ebpf.Colle
 	if err := spec.Variables[bpfVarPressureCur].Set(initialPressure()); err != nil {
 		return nil, fmt.Errorf("configuring the programs: %w", err)
 	}
-	keep := map[string]bool{bpfProgSnapshotOwners: true}
+	// The iterators run from userspace; the stall counter is attached
+	// while under pressure only.
+	keep := map[string]bool{bpfProgSnapshotOwners: true, bpfProgSettleOwners: true}
+	if _, ok := k.tracepointArgs("sock_send_length"); ok {
+		keep[stallsOnly] = true
+	}
 	for _, h := range t.hooks {
 		for _, p := range h.programs {
 			keep[p] = true
@@ -227,6 +232,10 @@ func (t *Tracer) attachAll(spec *ebpf.CollectionSpec) error {
 func (t *Tracer) attach(h *hook, spec *ebpf.CollectionSpec) error {
 	for _, name := range h.programs {
 		prog, section := t.coll.Programs[name], spec.Programs[name].SectionName
+		if prog.Type() == ebpf.RawTracepoint { // the sampler: run on demand, not attached
+			t.sampler = prog
+			continue
+		}
 		var (
 			l   link.Link
 			err error

@@ -5,19 +5,20 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
-// startSampler reads /proc/net/protocols and triggers a pressure sample in
-// the kernel at every tick: a send on an unconnected TCP socket fires
-// sock_send_length, whose program reads memory_pressure. This catches the
-// end of an episode, which no other hook reliably sees.
+// startSampler runs the pressure sampler program every SampleInterval,
+// where no fexit on tcp_{enter,leave}_memory_pressure tells of episodes:
+// it catches the end of one, which no other hook reliably sees. Run on
+// demand (BPF_PROG_TEST_RUN), it costs nothing between ticks.
 func (t *Tracer) startSampler() {
-	if fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err == nil {
-		t.probeFD = fd
+	if t.sampler == nil {
+		return
 	}
 	t.stopSamp, t.sampDone = make(chan struct{}), make(chan struct{})
 	t.sampleOnce()
@@ -37,11 +38,7 @@ func (t *Tracer) startSampler() {
 }
 
 func (t *Tracer) sampleOnce() {
-	if t.probeFD >= 0 {
-		_ = unix.Sendto(t.probeFD, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil) // EPIPE by design
-	}
-	g := readGlobal()
-	t.global.Store(&g)
+	_, _ = t.sampler.Run(&ebpf.RunOptions{})
 }
 
 func (t *Tracer) stopSampler() {
@@ -99,8 +96,11 @@ func machineInfo() stream.Info {
 }
 
 // bootToWall is wall-clock time minus CLOCK_BOOTTIME, to date BPF timestamps.
-func bootToWall() int64 {
+func bootToWall() int64 { return time.Now().UnixNano() - int64(bootNow()) }
+
+// bootNow is CLOCK_BOOTTIME, the clock of bpf_ktime_get_boot_ns.
+func bootNow() time.Duration {
 	var boot unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot)
-	return time.Now().UnixNano() - boot.Nano()
+	return time.Duration(boot.Nano())
 }

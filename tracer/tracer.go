@@ -10,12 +10,9 @@
 package tracer
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -40,10 +37,13 @@ type Tracer struct {
 	rd       *ringbuf.Reader
 	dec      *decoder
 	settings bpfConfig // the programs' load-time configuration
-	probeFD  int
-	global   atomic.Pointer[stream.Global]
+	probeFD  int       // a TCP socket of ours: the snapshot learns TCP's struct proto from it
+	sampler  *ebpf.Program
 	stopSamp chan struct{}
 	sampDone chan struct{}
+	settle   settler
+	stalls   stallCounter
+	last     lastCounts
 	detached sync.Once
 	closed   sync.Once
 }
@@ -101,11 +101,20 @@ func New(cfg Config) (_ *Tracer, err error) {
 	if err := t.attachAll(obj.spec); err != nil {
 		return nil, err
 	}
+	// The snapshot learns TCP's struct proto from our own socket.
+	if t.probeFD, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+		return nil, fmt.Errorf("opening a TCP socket: %w", err)
+	}
 	t.snapshotOwners()
 	if t.rd, err = ringbuf.NewReader(t.coll.Maps[bpfMapEvents]); err != nil {
 		return nil, fmt.Errorf("opening the ringbuf: %w", err)
 	}
 	t.dec = newDecoder(bootToWall(), t.settings.RstAbortOnMemory)
+	t.stalls = stallCounter{prog: t.coll.Programs[stallsOnly]}
+	if initialPressure() != 0 { // under pressure already: count stalls now
+		t.stalls.on()
+	}
+	t.startSettling()
 	t.startSampler()
 	t.info.Start = time.Now()
 	return t, nil
@@ -188,95 +197,14 @@ func (t *Tracer) Owners() ([]stream.OwnerCounts, error) {
 	return readOwners(t.coll.Maps[bpfMapOwnerTotals])
 }
 
-func (t *Tracer) snapshot(final bool) (stream.Snapshot, error) {
-	tot, err := t.Totals()
-	if err != nil {
-		return stream.Snapshot{}, err
-	}
-	owners, err := t.Owners()
-	if err != nil {
-		return stream.Snapshot{}, err
-	}
-	g := t.global.Load()
-	if final {
-		fresh := readGlobal()
-		g = &fresh
-	}
-	return stream.Snapshot{Time: time.Now(), Totals: tot, Owners: owners, Global: *g, Final: final}, nil
-}
-
-// recordDrain bounds how late a drop or refusal record is read: they do
-// not wake the reader (see submit() in the BPF).
-const recordDrain = 100 * time.Millisecond
-
-// Run streams records until ctx ends; then it detaches every hook, drains
-// the ringbuf and ends with a final Snapshot whose totals are complete.
-func (t *Tracer) Run(ctx context.Context, fn func(stream.Record) error) error {
-	stop := context.AfterFunc(ctx, func() { _ = t.rd.Flush() })
-	defer stop()
-	var (
-		ev       stream.Event
-		rec      ringbuf.Record
-		draining bool
-		next     = time.Now() // a first snapshot at once: a baseline for every consumer
-	)
-	for {
-		if !draining && ctx.Err() != nil {
-			t.detach()
-			draining = true
-			t.rd.SetDeadline(time.Time{})
-			if err := t.rd.Flush(); err != nil {
-				return err
-			}
-		}
-		if !draining {
-			if now := time.Now(); !now.Before(next) {
-				next = now.Add(t.cfg.SnapshotInterval)
-				if err := t.emitSnapshot(false, fn); err != nil {
-					return err
-				}
-				continue
-			}
-			deadline := time.Now().Add(recordDrain)
-			if next.Before(deadline) {
-				deadline = next
-			}
-			t.rd.SetDeadline(deadline)
-		}
-		err := t.rd.ReadInto(&rec)
-		switch {
-		case err == nil:
-			if err := t.dec.decode(rec.RawSample, &ev); err != nil {
-				return err
-			}
-			if err := fn(stream.Record{Event: &ev}); err != nil {
-				return err
-			}
-		case errors.Is(err, os.ErrDeadlineExceeded):
-		case errors.Is(err, ringbuf.ErrFlushed):
-			if draining {
-				return t.emitSnapshot(true, fn)
-			}
-		default:
-			return fmt.Errorf("reading the ringbuf: %w", err)
-		}
-	}
-}
-
-func (t *Tracer) emitSnapshot(final bool, fn func(stream.Record) error) error {
-	snap, err := t.snapshot(final)
-	if err != nil {
-		return err
-	}
-	return fn(stream.Record{Snapshot: &snap})
-}
-
-// detach closes every link and stops the sampler. Programs already running
-// on another CPU finish within microseconds; the pause lets their counts and
-// records land before the final read.
+// detach closes every link and stops the sampler and the settling.
+// Programs already running on another CPU finish within microseconds; the
+// pause lets their counts and records land before the final read.
 func (t *Tracer) detach() {
 	t.detached.Do(func() {
 		t.stopSampler()
+		t.stopSettling()
+		t.stalls.off()
 		for _, l := range t.links {
 			l.Close()
 		}

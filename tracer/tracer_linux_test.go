@@ -482,3 +482,36 @@ func TestMemcgCauseUnderLoad(t *testing.T) {
 		onlyCause(t, r, stream.CauseMemcg)
 	}
 }
+
+// A forking server (the acceptor hands its sockets to a handler, as a
+// forked child inherits them, and closes its copies) and fd passing over a
+// unix socket (SCM_RIGHTS): the handler never reads, and every drop is the
+// handler's, none the acceptor's.
+func TestHandOver(t *testing.T) {
+	privtest.Require(t)
+	for _, how := range []string{workload.HandoverFork, workload.HandoverSCM} {
+		t.Run(how, func(t *testing.T) {
+			r := trace(t, workload.Scenario{Kind: workload.OOM, Conns: 150, WriteFor: 3 * time.Second, PreConnect: false,
+				Handover: how}, map[string]string{"net/ipv4/tcp_mem": "1000 2000 3000"})
+			drops := r.res.Delta("TCPRcvQDrop") + r.res.Delta("TCPOFODrop")
+			tot := r.final.Totals
+			h, a := owner(r, r.res.HandlerPID), owner(r, r.res.ReaderPID)
+			t.Logf("handler %d, acceptor %d; kernel drops %d, counted %d", r.res.HandlerPID, r.res.ReaderPID, drops, tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem])
+			if drops == 0 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops {
+				t.Fatalf("drops %d, kernel %d", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops)
+			}
+			if h == nil || h.Comm != "tmt-handler" || h.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops {
+				t.Errorf("handler's counts %+v, want all %d drops", h, drops)
+			}
+			if a != nil && a.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != 0 {
+				t.Errorf("the acceptor, which no longer holds them, has %d drops", a.Drops[stream.ProtoTCP][stream.ReasonProtoMem])
+			}
+			for _, e := range r.events {
+				if e.Kind == stream.KindDrop && e.Reason == "PROTO_MEM" && int(e.Owner.PID) != r.res.HandlerPID {
+					t.Errorf("drop owned by %d %q, want the handler %d", e.Owner.PID, e.Owner.Comm, r.res.HandlerPID)
+					break
+				}
+			}
+		})
+	}
+}

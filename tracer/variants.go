@@ -36,6 +36,8 @@ type variant struct {
 	// tcpSlotsElsewhere: drop slots whose TCP drops fexit programs of this
 	// variant count, so kfree_skb leaves them alone.
 	tcpSlotsElsewhere uint8
+	// sampler: the tracer runs the pressure sampler every 100 ms.
+	sampler bool
 }
 
 // eventVariants lists, for each kind of event, how it can be observed.
@@ -66,13 +68,17 @@ var eventVariants = []struct {
 	{event: stream.EventPressure, variants: []variant{
 		{label: "fexit/tcp_enter_memory_pressure + fexit/tcp_leave_memory_pressure",
 			programs: []string{bpfProgFexitTcpEnterMemoryPressure, bpfProgFexitTcpLeaveMemoryPressure},
-			needs:    fexit("tcp_enter_memory_pressure", "tcp_leave_memory_pressure")},
-		{label: variantSampled, notes: func(k *kernel) []string {
-			if _, ok := k.tracepointArgs("sock_send_length"); !ok {
-				return []string{"no sock_send_length (needs 6.3): episodes are seen only when a memory event fires during them"}
-			}
-			return nil
-		}},
+			needs:    fexit("tcp_enter_memory_pressure", "tcp_leave_memory_pressure"), detail: sendStalls},
+		{label: variantSampled, programs: []string{bpfProgSamplePressureTick}, sampler: true, detail: sendStalls,
+			needs: func(k *kernel) error {
+				if !k.hasFunc("bpf_prog_test_run_raw_tp") {
+					return errors.New("cannot run a sampler program on demand (needs 5.10)")
+				}
+				return nil
+			},
+			notes: always("an episode shorter than the 100 ms between samples, with no memory event in it, is not seen")},
+		{label: "memory_pressure sampled in socket hooks",
+			notes: always("episodes are seen only when a memory event fires during them, and end at the next one")},
 	}},
 	{event: stream.EventDrops, variants: []variant{
 		{label: "tp_btf/kfree_skb (rx_sk)", programs: []string{bpfProgTpKfreeSkb}, needs: kfreeSkbArgs(4, "no rx_sk argument (needs 6.11)")},
@@ -105,19 +111,33 @@ var eventVariants = []struct {
 		{label: "tp_btf/sock_exceed_buf_limit", programs: []string{bpfProgTpSockExceedBufLimit},
 			needs: tracepointArgs("sock_exceed_buf_limit", 4, "no kind argument (needs 4.16)")},
 	}},
+	// Owners are stamped where they change hands: connect and listen
+	// (state changes), accept, a close by the owner while others hold the
+	// socket, the owner's exit; sockets older than the trace, and those
+	// handed over, from the open files (iter/task_file).
 	{event: stream.EventOwners, optional: true, variants: []variant{
-		{label: "tp_btf/sock_send_length, tp_btf/sock_recv_length, tp_btf/inet_sock_set_state, tp_btf/tcp_destroy_sock, tracepoint/syscalls/sys_exit_accept{,4}",
-			programs: []string{bpfProgTpSockSendLength, bpfProgTpSockRecvLength, bpfProgTpInetSockSetState, bpfProgTpTcpDestroySock,
-				bpfProgTpSysExitAccept4, bpfProgTpSysExitAccept},
-			needs: all(tracepointArgs("sock_send_length", 3, "no sock_send_length (needs 6.3)"),
-				tracepointArgs("sock_recv_length", 3, "no sock_recv_length (needs 6.3)"))},
-		{label: "tp_btf/inet_sock_set_state, tp_btf/tcp_destroy_sock, tracepoint/syscalls/sys_exit_accept{,4}",
-			programs: []string{bpfProgTpInetSockSetState, bpfProgTpTcpDestroySock, bpfProgTpSysExitAccept4, bpfProgTpSysExitAccept},
-			notes:    always("no send stalls (EAGAIN under pressure) before 6.3")},
+		{label: "tp_btf/inet_sock_set_state, tp_btf/tcp_destroy_sock, tracepoint/syscalls/sys_exit_accept{,4}, " +
+			"tracepoint/syscalls/sys_enter_close, tp_btf/sched_process_exit",
+			programs: []string{bpfProgTpInetSockSetState, bpfProgTpTcpDestroySock, bpfProgTpSysExitAccept4, bpfProgTpSysExitAccept,
+				bpfProgTpSysEnterClose, bpfProgTpSchedProcessExit},
+			needs: all(tracepointArgs("inet_sock_set_state", 3, "no inet_sock_set_state (needs 4.16)"),
+				tracepointArgs("tcp_destroy_sock", 1, "no tcp_destroy_sock (needs 5.3)"))},
 	}},
 }
 
-const variantSampled = "memory_pressure sampled in socket hooks + /proc/net/protocols"
+const variantSampled = "memory_pressure sampled in socket hooks and every 100 ms"
+
+// stallsOnly is the program that counts send stalls, attached while TCP
+// is under memory pressure only (it would run on every send of the host).
+const stallsOnly = bpfProgTpSockSendLength
+
+// sendStalls says how send stalls are counted, beside the pressure hook.
+func sendStalls(k *kernel) string {
+	if _, ok := k.tracepointArgs("sock_send_length"); !ok {
+		return "; no send stalls (needs sock_send_length, 6.3)"
+	}
+	return "; send stalls: tp_btf/sock_send_length while under pressure"
+}
 
 // noReasons: what kernels without drop reasons cannot show.
 const noReasons = "no drop reasons before 5.17: TCP_OFO_QUEUE_PRUNE and other protocols' drops (UDP's SOCKET_RCVBUFF...) are not counted"
@@ -139,6 +159,7 @@ type hook struct {
 	programs          []string
 	optional          bool
 	tcpSlotsElsewhere uint8
+	sampler           bool
 }
 
 // selectHooks walks the table: per event, the first variant this kernel can
@@ -156,7 +177,7 @@ func selectHooks(k *kernelFacts, policy HookPolicy, probe tracingProbe) []hook {
 					continue
 				}
 			}
-			h.Using, h.programs, h.tcpSlotsElsewhere = v.label, v.programs, v.tcpSlotsElsewhere
+			h.Using, h.programs, h.tcpSlotsElsewhere, h.sampler = v.label, v.programs, v.tcpSlotsElsewhere, v.sampler
 			if v.detail != nil {
 				h.Using += v.detail(kk)
 			}

@@ -62,7 +62,18 @@ type Scenario struct {
 	// WriterSndbuf caps the writer's SO_SNDBUF (bytes; 0 leaves the default)
 	// to keep the machine's TCP memory far from tcp_mem.
 	WriterSndbuf int
+	// Handover makes the reader hand its accepted sockets to a handler
+	// process named tmt-handler, which holds them and never reads, and
+	// close its own copies, as a forking server does: HandoverFork passes
+	// them as inherited fds, HandoverSCM over a unix socket (SCM_RIGHTS).
+	Handover string
 }
+
+// Hand-over kinds.
+const (
+	HandoverFork = "fork"
+	HandoverSCM  = "scm"
+)
 
 const (
 	roleEnv = "TCPMEMTRACE_WORKLOAD_ROLE"
@@ -74,7 +85,9 @@ type Result struct {
 	Before    procfs.Counters `json:"before"`
 	After     procfs.Counters `json:"after"`
 	ReaderPID int             `json:"reader_pid"`
-	WriterPID int             `json:"writer_pid"`
+	// HandlerPID holds the reader's sockets after a hand-over.
+	HandlerPID int `json:"handler_pid,omitempty"`
+	WriterPID  int `json:"writer_pid"`
 }
 
 // Delta is a TcpExt counter's change over the run.
@@ -100,6 +113,8 @@ func RunRoleIfChild() {
 		err = read(s)
 	case "writer":
 		err = write(s)
+	case "handler":
+		err = handle(s)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
@@ -274,6 +289,7 @@ func coordinate(s Scenario) error {
 		return err
 	}
 	defer writer.cmd.Process.Kill()
+	var handler int
 	connect := func() error {
 		if err := writer.say("connect"); err != nil {
 			return err
@@ -281,7 +297,7 @@ func coordinate(s Scenario) error {
 		if err := expect(writer.out, "connected"); err != nil {
 			return err
 		}
-		return expect(reader.out, "accepted")
+		return expectHandler(reader.out, &handler)
 	}
 	if s.PreConnect {
 		if err := connect(); err != nil {
@@ -356,7 +372,7 @@ func coordinate(s Scenario) error {
 	if after, err = procfs.MIB("self"); err != nil {
 		return err
 	}
-	res := Result{Before: before, After: after, ReaderPID: reader.cmd.Process.Pid, WriterPID: writer.cmd.Process.Pid}
+	res := Result{Before: before, After: after, ReaderPID: reader.cmd.Process.Pid, WriterPID: writer.cmd.Process.Pid, HandlerPID: handler}
 	// The kernel leaves pressure only when some socket next charges memory
 	// below tcp_mem[0]; on a quiet machine that can be much later. (Not
 	// with tcp_max_orphans at 0: the nudge's own close would be an abort.)
@@ -467,7 +483,14 @@ func read(s Scenario) error {
 		}
 		fds = append(fds, fd)
 	}
-	fmt.Println("accepted")
+	handler := 0
+	if s.Handover != "" {
+		if handler, err = handOver(s, fds); err != nil {
+			return fmt.Errorf("handing over: %w", err)
+		}
+		fds = nil // the handler's now
+	}
+	fmt.Println("accepted", handler)
 	in := bufio.NewReader(os.Stdin)
 	for { // hold the sockets until stdin closes
 		line, err := in.ReadString('\n')
@@ -483,6 +506,109 @@ func read(s Scenario) error {
 			fmt.Println("shrunk")
 		}
 	}
+}
+
+// expectHandler reads the reader's "accepted PID" (0: no handler).
+func expectHandler(r *bufio.Reader, handler *int) error {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("waiting for \"accepted\": %w", err)
+	}
+	if _, err := fmt.Sscanf(line, "accepted %d", handler); err != nil {
+		return fmt.Errorf("want \"accepted PID\", got %q", line)
+	}
+	return nil
+}
+
+// handOver starts tmt-handler with the sockets, waits until it holds them,
+// then closes the reader's copies. The handler lives as long as the reader
+// (its stdin is the reader's pipe).
+func handOver(s Scenario, fds []int) (int, error) {
+	cmd, err := child("handler", "tmt-handler", s)
+	if err != nil {
+		return 0, err
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return 0, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	var pair [2]int
+	files := make([]*os.File, len(fds)) // closed through these, once, when handed over
+	for i, fd := range fds {
+		files[i] = os.NewFile(uintptr(fd), "conn")
+	}
+	switch s.Handover {
+	case HandoverFork: // inherited, as a forked child's
+		cmd.ExtraFiles = files
+	case HandoverSCM:
+		if pair, err = unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+			return 0, err
+		}
+		cmd.ExtraFiles = []*os.File{os.NewFile(uintptr(pair[1]), "scm")}
+	default:
+		return 0, fmt.Errorf("unknown hand-over %q", s.Handover)
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	os.RemoveAll(filepath.Dir(cmd.Path))
+	if s.Handover == HandoverSCM {
+		unix.Close(pair[1])
+		for i := 0; i < len(fds); i += 32 { // at most SCM_MAX_FD (253) a message
+			if err := unix.Sendmsg(pair[0], []byte{0}, unix.UnixRights(fds[i:min(i+32, len(fds))]...), nil, 0); err != nil {
+				return 0, fmt.Errorf("sending fds: %w", err)
+			}
+		}
+		unix.Close(pair[0])
+	}
+	if err := expect(bufio.NewReader(out), "holding"); err != nil {
+		return 0, err
+	}
+	for _, f := range files {
+		f.Close()
+	}
+	handlerStdin = in // the handler ends when the reader does, and this pipe with it
+	return cmd.Process.Pid, nil
+}
+
+var handlerStdin io.WriteCloser
+
+// handle holds the sockets handed over and never reads them.
+func handle(s Scenario) error {
+	n := s.Conns + seeds(s)
+	held := 0
+	switch s.Handover {
+	case HandoverFork:
+		held = n // fds 3...: inherited
+	case HandoverSCM:
+		buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(32*4))
+		for held < n {
+			_, oobn, _, _, err := unix.Recvmsg(3, buf, oob, 0)
+			if err != nil {
+				return err
+			}
+			msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+			if err != nil {
+				return err
+			}
+			for _, m := range msgs {
+				fds, err := unix.ParseUnixRights(&m)
+				if err != nil {
+					return err
+				}
+				held += len(fds)
+			}
+		}
+	}
+	fmt.Println("holding", held)
+	io.Copy(io.Discard, os.Stdin)
+	return nil
 }
 
 // write connects, fills and closes, each step on request.

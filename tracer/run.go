@@ -1,0 +1,161 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/tcpmemtrace/tcpmemtrace/stream"
+)
+
+// recordDrain bounds how late a drop or refusal record is read while
+// records come: only the first of a CPU's window wakes the reader (see
+// submit() in the BPF), so the reader drains this often until a drain
+// finds nothing; then it sleeps until a record or a snapshot is due.
+const recordDrain = 100 * time.Millisecond
+
+// Run streams records until ctx ends; then it detaches every hook, drains
+// the ringbuf and ends with a final Snapshot whose totals are complete.
+func (t *Tracer) Run(ctx context.Context, fn func(stream.Record) error) error {
+	stop := context.AfterFunc(ctx, func() { _ = t.rd.Flush() })
+	defer stop()
+	var (
+		ev       stream.Event
+		rec      ringbuf.Record
+		draining bool
+		active   bool         // records came since the last drain
+		next     = time.Now() // a first snapshot at once: a baseline for every consumer
+	)
+	for {
+		if !draining && ctx.Err() != nil {
+			t.detach()
+			draining = true
+			t.rd.SetDeadline(time.Time{})
+			if err := t.rd.Flush(); err != nil {
+				return err
+			}
+		}
+		if !draining {
+			if now := time.Now(); !now.Before(next) {
+				next = now.Add(t.cfg.SnapshotInterval)
+				if err := t.emitSnapshot(false, fn); err != nil {
+					return err
+				}
+				continue
+			}
+			deadline := next
+			if active {
+				deadline = min2(deadline, time.Now().Add(recordDrain))
+			}
+			t.rd.SetDeadline(deadline)
+		}
+		err := t.rd.ReadInto(&rec)
+		switch {
+		case err == nil:
+			active = true
+			if err := t.dec.decode(rec.RawSample, &ev); err != nil {
+				return err
+			}
+			if t.internal(&ev) {
+				continue
+			}
+			if err := fn(stream.Record{Event: &ev}); err != nil {
+				return err
+			}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			active = false
+		case errors.Is(err, ringbuf.ErrFlushed):
+			if draining {
+				return t.emitSnapshot(true, fn)
+			}
+		default:
+			return fmt.Errorf("reading the ringbuf: %w", err)
+		}
+	}
+}
+
+func min2(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// internal acts on what the tracer itself asked the kernel to say, and
+// reports whether the record stops here.
+func (t *Tracer) internal(ev *stream.Event) bool {
+	switch ev.Kind {
+	case stream.KindHandover:
+		t.settle.request()
+		return true
+	case stream.KindPressureEnter:
+		t.stalls.on()
+	case stream.KindPressureLeave:
+		t.stalls.off()
+	}
+	return false
+}
+
+func (t *Tracer) emitSnapshot(final bool, fn func(stream.Record) error) error {
+	snap, err := t.snapshot(final)
+	if err != nil {
+		return err
+	}
+	return fn(stream.Record{Snapshot: &snap})
+}
+
+// lastCounts is the last snapshot's counts, whose owners need not be read
+// again while the totals have not moved.
+type lastCounts struct {
+	totals stream.Totals
+	owners []stream.OwnerCounts
+	valid  bool
+}
+
+func (t *Tracer) snapshot(final bool) (stream.Snapshot, error) {
+	tot, err := t.Totals()
+	if err != nil {
+		return stream.Snapshot{}, err
+	}
+	owners := t.last.owners
+	if !t.last.valid || tot.Counts != t.last.totals.Counts {
+		if owners, err = t.Owners(); err != nil {
+			return stream.Snapshot{}, err
+		}
+		owners = withUnknownOwner(owners, &tot.Counts)
+		t.last = lastCounts{totals: tot, owners: owners, valid: true}
+	}
+	if !final && t.unownedSeen() {
+		t.settle.request()
+	}
+	return stream.Snapshot{Time: time.Now(), Totals: tot, Owners: owners, Global: readGlobal(), Final: final}, nil
+}
+
+// withUnknownOwner adds the counts of sockets with no known owner, which
+// the kernel keeps in the totals only: the totals less every owner's.
+func withUnknownOwner(owners []stream.OwnerCounts, total *stream.Counts) []stream.OwnerCounts {
+	rest := *total
+	for i := range owners {
+		rest.Sub(&owners[i].Counts)
+	}
+	if rest.IsZero() {
+		return owners
+	}
+	return append([]stream.OwnerCounts{{Counts: rest}}, owners...)
+}
+
+// unownedSeen reads and clears the kernel's flag for events on sockets of
+// no known owner.
+func (t *Tracer) unownedSeen() bool {
+	v := t.coll.Variables[bpfVarUnownedSeen]
+	var seen uint8
+	if v == nil || v.Get(&seen) != nil || seen == 0 {
+		return false
+	}
+	_ = v.Set(uint8(0))
+	return true
+}
