@@ -62,8 +62,10 @@ func newCRISource(o Options, bg background) *criSource {
 }
 
 // lookup asks the endpoints at once, so that a hung runtime does not eat
-// the time of a working one.
+// the time of a working one, and returns with the first answer.
 func (s *criSource) lookup(ctx context.Context, id, podUID string) (Names, bool) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var (
 		mu     sync.Mutex
 		answer Names
@@ -88,6 +90,7 @@ func (s *criSource) lookup(ctx context.Context, id, podUID string) (Names, bool)
 				mu.Lock()
 				answer, found = n, true
 				mu.Unlock()
+				cancel() // the others stop waiting
 			}
 		}()
 	}
