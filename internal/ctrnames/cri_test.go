@@ -457,3 +457,20 @@ func TestLookupHonoursCallerContext(t *testing.T) {
 		t.Errorf("Lookup took %v with a 100ms context", took)
 	}
 }
+
+// A miss because the caller gave up is not remembered: the next caller,
+// with time to wait, gets the answer.
+func TestCallerGivingUpIsNotAMiss(t *testing.T) {
+	f, _, known, _ := twoPods(t)
+	f.setDelay(300 * time.Millisecond)
+	socket, _ := serve(t, f)
+	r := criResolver(t, Options{Timeout: 5 * time.Second, MissTTL: time.Hour}, socket)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, ok := r.Lookup(ctx, "containerd", known, ""); ok {
+		t.Fatal("named before the runtime answered")
+	}
+	if got, ok := r.Lookup(context.Background(), "containerd", known, ""); !ok || got.Name != "api" {
+		t.Errorf("second lookup, with time: %+v, %v; want api", got, ok)
+	}
+}

@@ -207,6 +207,7 @@ func (r *Resolver) Lookup(ctx context.Context, runtime, id, podUID string) (Name
 		return old.names, had
 	}
 
+	caller := ctx
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
 	for _, s := range r.sources(runtime) {
@@ -222,7 +223,12 @@ func (r *Resolver) Lookup(ctx context.Context, runtime, id, podUID string) (Name
 		r.hits.Add(key, cached{names: old.names, expires: time.Now().Add(r.opts.HitTTL)})
 		return old.names, true
 	}
-	r.misses.Add(key, time.Now().Add(r.opts.MissTTL))
+	// A miss for want of time is remembered too (a hung runtime is not
+	// asked again for every socket), unless the caller gave up first: then
+	// the sources had no fair chance.
+	if caller.Err() == nil {
+		r.misses.Add(key, time.Now().Add(r.opts.MissTTL))
+	}
 	return Names{}, false
 }
 
