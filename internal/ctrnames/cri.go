@@ -46,7 +46,7 @@ type criList struct {
 	byPod map[string]Names
 }
 
-func newCRISource(o Options, bg background) *criSource {
+func newCRISource(o Options, bg *background) *criSource {
 	s := &criSource{}
 	for _, socket := range o.CRIEndpoints {
 		e := &criEndpoint{socket: socket}

@@ -474,3 +474,44 @@ func TestCallerGivingUpIsNotAMiss(t *testing.T) {
 		t.Errorf("second lookup, with time: %+v, %v; want api", got, ok)
 	}
 }
+
+// Lookups racing Close neither panic nor leave a fetch running, and a
+// Lookup after Close asks no runtime.
+func TestCloseDuringLookups(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	f, _, _, _ := twoPods(t)
+	f.setDelay(20 * time.Millisecond)
+	socket, stopServer := serve(t, f)
+	defer stopServer()
+	r := New(Options{CRIEndpoints: []string{socket}, Root: t.TempDir(), Refresh: time.Millisecond, MissTTL: time.Nanosecond})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r.Lookup(context.Background(), "containerd", randomID(t), "")
+			}
+		}()
+	}
+	time.Sleep(150 * time.Millisecond)
+	if err := r.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	before := f.podLists.Load()
+	time.Sleep(50 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if after := f.podLists.Load(); after != before {
+		t.Errorf("%d fetches after Close", after-before)
+	}
+	if before < 2 {
+		t.Errorf("only %d fetches before Close: the lookups did not exercise the runtime", before)
+	}
+}

@@ -99,11 +99,15 @@ func (o Options) withDefaults() Options {
 }
 
 // wellKnownCRISockets are the default sockets of the CRI runtimes, as their
-// packages and kubeadm configure them.
+// packages and the Kubernetes documentation give them (/var/run is /run),
+// and that of the containerd k3s and RKE2 bundle. Docker's own containerd
+// also listens on the first, with its CRI plugin off: it answers
+// Unimplemented, at once.
 var wellKnownCRISockets = []string{
 	"/run/containerd/containerd.sock",
 	"/run/crio/crio.sock",
 	"/run/cri-dockerd.sock",
+	"/run/k3s/containerd/containerd.sock",
 }
 
 // A source answers from one kind of runtime metadata.
@@ -123,11 +127,7 @@ type Resolver struct {
 	hits   *lru.Cache[string, cached]
 	misses *lru.Cache[string, time.Time] // key → when the miss expires
 
-	// life is cancelled by Close; background fetches run under it.
-	life   context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
+	bg        *background // the fetches Close ends
 	closeOnce sync.Once
 }
 
@@ -139,13 +139,11 @@ type cached struct {
 // New makes a Resolver. It connects to nothing until a Lookup needs it.
 func New(o Options) *Resolver {
 	o = o.withDefaults()
-	r := &Resolver{opts: o}
-	r.life, r.cancel = context.WithCancel(context.Background())
-	bg := background{life: r.life, wg: &r.wg}
-	r.cri = newCRISource(o, bg)
+	r := &Resolver{opts: o, bg: newBackground()}
+	r.cri = newCRISource(o, r.bg)
 	r.docker = newDockerSource(o.Root)
-	r.storage = newStorageSource(o.Root, o.Refresh, bg)
-	r.podLogs = newPodLogsSource(o.Root, o.Refresh, bg)
+	r.storage = newStorageSource(o.Root, o.Refresh, r.bg)
+	r.podLogs = newPodLogsSource(o.Root, o.Refresh, r.bg)
 	// lru.New fails only for a size below one, which withDefaults rules out.
 	r.hits, _ = lru.New[string, cached](o.CacheSize)
 	r.misses, _ = lru.New[string, time.Time](o.CacheSize)
@@ -203,7 +201,7 @@ func (r *Resolver) Lookup(ctx context.Context, runtime, id, podUID string) (Name
 	if until, missed := r.misses.Get(key); missed && now.Before(until) {
 		return Names{}, false
 	}
-	if r.life.Err() != nil {
+	if r.bg.life.Err() != nil {
 		return old.names, had
 	}
 
@@ -238,8 +236,7 @@ func (r *Resolver) Lookup(ctx context.Context, runtime, id, podUID string) (Name
 func (r *Resolver) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
-		r.cancel()
-		r.wg.Wait()
+		r.bg.stop()
 		err = r.cri.close()
 	})
 	return err

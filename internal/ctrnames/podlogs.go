@@ -24,7 +24,7 @@ type podLogsSource struct {
 	pods       *snapshot[map[string]Names] // pod UID → pod and namespace
 }
 
-func newPodLogsSource(root string, refresh time.Duration, bg background) *podLogsSource {
+func newPodLogsSource(root string, refresh time.Duration, bg *background) *podLogsSource {
 	s := &podLogsSource{podsDir: filepath.Join(root, "/var/log/pods")}
 	containersDir := filepath.Join(root, "/var/log/containers")
 	s.containers = &snapshot[map[string]Names]{

@@ -6,11 +6,45 @@ import (
 	"time"
 )
 
-// background is where fetches run that may outlive the Lookup that started
-// them: the Resolver's lifetime, and the group Close waits for.
+// background runs the fetches that may outlive the Lookup that started
+// them, for the Resolver's lifetime: stop cancels them and waits for them,
+// and none starts after.
 type background struct {
-	life context.Context
-	wg   *sync.WaitGroup
+	life   context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+func newBackground() *background {
+	b := &background{}
+	b.life, b.cancel = context.WithCancel(context.Background())
+	return b
+}
+
+// run starts f in a goroutine, unless stop was called.
+func (b *background) run(f func(life context.Context)) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return false
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		f(b.life)
+	}()
+	return true
+}
+
+func (b *background) stop() {
+	b.mu.Lock()
+	b.stopped = true
+	b.cancel()
+	b.mu.Unlock()
+	b.wg.Wait()
 }
 
 // A snapshot holds one whole list of containers (a runtime's, or a file's
@@ -23,7 +57,7 @@ type snapshot[T any] struct {
 	// timeout bounds a fetch run in the background; zero: fetch in the
 	// caller, for reads of local files that cannot hang on a daemon.
 	timeout time.Duration
-	bg      background
+	bg      *background
 
 	mu      sync.Mutex
 	value   T
@@ -47,10 +81,10 @@ func (s *snapshot[T]) find(ctx context.Context, match func(T) bool) bool {
 			s.mu.Unlock()
 			return false
 		}
-		s.started = time.Now()
-		s.fetches++
-		s.running = make(chan struct{})
+		running := make(chan struct{})
 		if s.timeout == 0 {
+			s.started, s.running = time.Now(), running
+			s.fetches++
 			s.mu.Unlock()
 			s.refresh(s.bg.life)
 			s.mu.Lock()
@@ -58,15 +92,16 @@ func (s *snapshot[T]) find(ctx context.Context, match func(T) bool) bool {
 			s.mu.Unlock()
 			return found
 		}
-		s.bg.wg.Add(1)
-		go func() {
-			defer s.bg.wg.Done()
-			// Not the caller's ctx: a fetch that outlives a hurried Lookup
-			// still fills the list for the next one.
-			fctx, cancel := context.WithTimeout(s.bg.life, s.timeout)
+		// Not the caller's ctx: a fetch that outlives a hurried Lookup
+		// still fills the list for the next one.
+		if s.bg.run(func(life context.Context) {
+			fctx, cancel := context.WithTimeout(life, s.timeout)
 			defer cancel()
 			s.refresh(fctx)
-		}()
+		}) {
+			s.started, s.running = time.Now(), running
+			s.fetches++
+		}
 	}
 	running := s.running
 	s.mu.Unlock()

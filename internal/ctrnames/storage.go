@@ -50,7 +50,7 @@ type crioMetadata struct {
 	Pod          bool   `json:"pod"`           // the entry is a pod's sandbox
 }
 
-func newStorageSource(root string, refresh time.Duration, bg background) *storageSource {
+func newStorageSource(root string, refresh time.Duration, bg *background) *storageSource {
 	s := &storageSource{root: root}
 	s.list = &snapshot[map[string]Names]{fetch: s.fetch, interval: refresh, bg: bg}
 	return s
