@@ -22,14 +22,16 @@ type storageSource struct {
 }
 
 // storageGlobs are where the lists are: the rootful store (graphroot), the
-// run root (containers/storage keeps the list there in its transient-store
-// mode), and rootless podman's stores under users' homes. Newer
-// containers/storage keeps the containers of `podman run --rm` apart, in
-// volatile-containers.json.
+// run root (containers/storage keeps the lists there in its transient-store
+// mode), and rootless podman's stores under users' homes. Containers
+// created volatile (all of CRI-O's, and podman's --rm ones) are listed
+// apart, in volatile-containers.json, by newer containers/storage; podman
+// 4.3's keeps them in containers.json, flagged.
 var storageGlobs = []string{
 	"/var/lib/containers/storage/*-containers/containers.json",
 	"/var/lib/containers/storage/*-containers/volatile-containers.json",
 	"/run/containers/storage/*-containers/containers.json",
+	"/run/containers/storage/*-containers/volatile-containers.json",
 	"/home/*/.local/share/containers/storage/*-containers/containers.json",
 	"/home/*/.local/share/containers/storage/*-containers/volatile-containers.json",
 }
