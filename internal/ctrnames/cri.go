@@ -112,7 +112,7 @@ func (s *criSource) close() error {
 }
 
 // client returns the endpoint's connection, made the first time. No socket,
-// no connection: most nodes have one runtime of the three well-known ones.
+// no connection: most nodes run one of the well-known runtimes.
 func (e *criEndpoint) client() (runtimeapi.RuntimeServiceClient, error) {
 	if _, err := os.Stat(e.socket); err != nil {
 		return nil, err

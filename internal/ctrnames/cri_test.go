@@ -95,10 +95,16 @@ func shortTempDir(t *testing.T) string {
 // the server (also done at cleanup).
 func serve(t *testing.T, f *fakeCRI) (socket string, stop func()) {
 	t.Helper()
+	socket = filepath.Join(shortTempDir(t), "cri.sock")
+	return socket, serveAt(t, f, socket)
+}
+
+// serveAt starts f on the unix socket at path.
+func serveAt(t *testing.T, f *fakeCRI, socket string) (stop func()) {
+	t.Helper()
 	if f.entered == nil {
 		f.entered = make(chan struct{}, 1)
 	}
-	socket = filepath.Join(shortTempDir(t), "cri.sock")
 	l, err := net.Listen("unix", socket)
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +124,7 @@ func serve(t *testing.T, f *fakeCRI) (socket string, stop func()) {
 		})
 	}
 	t.Cleanup(stop)
-	return socket, stop
+	return stop
 }
 
 func randomID(t *testing.T) string {
@@ -513,5 +519,42 @@ func TestCloseDuringLookups(t *testing.T) {
 	}
 	if before < 2 {
 		t.Errorf("only %d fetches before Close: the lookups did not exercise the runtime", before)
+	}
+}
+
+// A runtime that was dead when first asked (its socket left behind,
+// refusing connections) is asked again, and answers, soon after it is back.
+func TestCRIRuntimeComesBack(t *testing.T) {
+	socket := filepath.Join(shortTempDir(t), "cri.sock")
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	r := criResolver(t, Options{Refresh: 50 * time.Millisecond, MissTTL: time.Nanosecond}, socket)
+	f, _, known, _ := twoPods(t)
+	if _, ok := r.Lookup(context.Background(), "containerd", known, ""); ok {
+		t.Fatal("named by a dead runtime")
+	}
+
+	os.Remove(socket)
+	serveAt(t, f, socket)
+	start := time.Now()
+	for {
+		got, ok := r.Lookup(context.Background(), "containerd", known, "")
+		if ok {
+			if got.Name != "api" {
+				t.Errorf("named %+v", got)
+			}
+			t.Logf("answered %v after the runtime came back", time.Since(start))
+			return
+		}
+		// gRPC's default back-off would wait a second after the one
+		// failed connect, and longer after more.
+		if time.Since(start) > 700*time.Millisecond {
+			t.Fatal("the runtime, back, was not asked again within 700ms")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
