@@ -114,6 +114,12 @@ type Container struct {
 	ID string `json:"id"`
 	// Pod is the Kubernetes pod UID when the path has one.
 	Pod string `json:"pod,omitempty"`
+	// What the runtime calls it, when it answered: the container's name
+	// (docker, podman, or the Kubernetes container's), the pod's name and
+	// namespace.
+	Name      string `json:"name,omitempty"`
+	PodName   string `json:"pod_name,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
 }
 
 // Short is the id as operators see it: 12 hex digits, or the unit name.
@@ -123,6 +129,28 @@ func (c Container) Short() string {
 	}
 	return c.ID
 }
+
+// Label is the container as people name it: namespace/pod/container for a
+// Kubernetes pod, the runtime's name for a container, else runtime:id
+// ("" for none).
+func (c Container) Label() string {
+	switch {
+	case c.PodName != "":
+		l := c.Namespace + "/" + c.PodName
+		if c.Name != "" {
+			l += "/" + c.Name
+		}
+		return l
+	case c.Name != "":
+		return c.Name
+	case c.ID != "" && c.Runtime != "systemd":
+		return c.Runtime + ":" + c.Short()
+	}
+	return c.ID
+}
+
+// Named reports whether a runtime gave the container a name.
+func (c Container) Named() bool { return c.Name != "" || c.PodName != "" }
 
 // Mem is the protocol's memory state at the event, in pages.
 type Mem struct {
@@ -142,7 +170,13 @@ type Holder struct {
 	Sockets   int    `json:"sockets"`
 	RecvBytes uint64 `json:"recv_queue_bytes"`
 	SendBytes uint64 `json:"send_queue_bytes"`
+	// The process's cgroup v2 and container, when known.
+	CgroupPath string     `json:"cgroup,omitempty"`
+	Container  *Container `json:"container,omitempty"`
 }
+
+// Queued is what the holder's sockets' queues hold, in bytes.
+func (h *Holder) Queued() uint64 { return h.RecvBytes + h.SendBytes }
 
 // State is a TCP state (include/net/tcp_states.h).
 type State uint8

@@ -34,6 +34,9 @@ type Snapshot struct {
 	Owners []OwnerCounts
 	Global Global
 	Final  bool // the last one, taken after the hooks were detached
+	// Holders hold the most TCP memory in their sockets' queues now (as ss
+	// -tmp sees it), most first; nil when not looked at this time.
+	Holders []Holder `json:",omitempty"`
 }
 
 // Global is the protocol-wide state, sampled from /proc.

@@ -1,6 +1,8 @@
 // Package enrich names what the kernel gives as ids: the cgroup path and
-// container of each socket's owner, the memory cgroup of a socket, and,
-// when a pressure episode begins, the processes holding the most TCP memory.
+// container of each socket's owner, what the container runtime calls that
+// container (and its pod), the memory cgroup of a socket; and it says who
+// holds the most TCP memory, as a pressure episode begins and, when asked,
+// in snapshots.
 //
 // It is a stage between a source and its consumers. The source's records
 // are queued as they come, and named off the source's goroutine by workers
@@ -14,8 +16,10 @@ package enrich
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/tcpmemtrace/tcpmemtrace/internal/ctrnames"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/owner"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
@@ -34,6 +38,20 @@ type Options struct {
 	Wait time.Duration
 	// Queue is how many records wait between source and consumers (4096).
 	Queue int
+	// Names asks container runtimes what they call a container; nil: the
+	// host's runtimes (CRI, docker, podman, kubelet files), through
+	// ctrnames. A runtime that does not answer costs the names only.
+	Names Namer
+	// HoldersEvery, when not 0, puts the processes holding the most TCP
+	// memory now into a snapshot that often (sock_diag in every network
+	// namespace: a few milliseconds each). HoldersTracked bounds them (200).
+	HoldersEvery   time.Duration
+	HoldersTracked int
+}
+
+// Namer names containers: ctrnames.Resolver is one.
+type Namer interface {
+	Lookup(ctx context.Context, runtime, id, podUID string) (ctrnames.Names, bool)
 }
 
 // Cgroups names cgroup ids: an owner's (cgroup v2) and a socket's memory
@@ -57,12 +75,19 @@ func Wrap(src stream.Source, o Options) stream.Source {
 	if o.Holders == nil {
 		o.Holders = sockdiag.Holders
 	}
+	if o.HoldersTracked == 0 {
+		o.HoldersTracked = 200
+	}
 	return &stage{src: src, o: o}
 }
 
 type stage struct {
 	src stream.Source
 	o   Options
+	// Set by Run:
+	owners  *cache[uint64, names]
+	names   *cache[stream.Container, ctrnames.Names]
+	holders atomic.Pointer[[]stream.Holder] // the last poll's, until a snapshot takes them
 }
 
 func (s *stage) Info() stream.Info { return s.src.Info() }
@@ -85,6 +110,16 @@ type item struct {
 	by      time.Time // when to stop waiting
 }
 
+// containerNames fills in what the runtime calls c, if it answers in time.
+func (s *stage) containerNames(c *stream.Container, deadline <-chan struct{}) {
+	if c.ID == "" && c.Pod == "" || c.Runtime == "systemd" || c.Named() {
+		return
+	}
+	if n, ok := s.names.lookup(*c).wait(deadline); ok {
+		c.Name, c.PodName, c.Namespace = n.Name, n.Pod, n.Namespace
+	}
+}
+
 // Run runs the source, names its records and hands them to fn in order.
 func (s *stage) Run(ctx context.Context, fn func(stream.Record) error) error {
 	cg := s.o.Cgroups
@@ -102,6 +137,21 @@ func (s *stage) Run(ctx context.Context, fn func(stream.Record) error) error {
 		return p, p != ""
 	}, time.Second, 1<<16)
 	defer memcgs.close()
+	namer := s.o.Names
+	if namer == nil {
+		r := ctrnames.New(ctrnames.Options{})
+		defer r.Close()
+		namer = r
+	}
+	s.names = newCache(func(c stream.Container) (ctrnames.Names, bool) {
+		return namer.Lookup(context.Background(), c.Runtime, c.ID, c.Pod) // bounded by the namer's timeout
+	}, 5*time.Second, 1<<14)
+	defer s.names.close()
+	s.owners = owners
+	if s.o.HoldersEvery > 0 {
+		stop := s.pollHolders(ctx)
+		defer stop()
+	}
 
 	srcCtx, stopSource := context.WithCancel(ctx)
 	defer stopSource()
@@ -151,6 +201,7 @@ func (s *stage) prepare(r stream.Record, owners *cache[uint64, names], memcgs *c
 			it.holders = make(chan []stream.Holder, 1)
 			go func() {
 				h, _ := s.o.Holders(s.o.HoldersTop)
+				s.nameHolders(h)
 				it.holders <- h
 			}()
 		}
@@ -158,6 +209,9 @@ func (s *stage) prepare(r stream.Record, owners *cache[uint64, names], memcgs *c
 	if r.Snapshot != nil {
 		it.snap = *r.Snapshot
 		it.snap.Owners = append([]stream.OwnerCounts(nil), r.Snapshot.Owners...)
+		if h := s.holders.Swap(nil); h != nil && it.snap.Holders == nil {
+			it.snap.Holders = *h
+		}
 		it.rec.Snapshot = &it.snap
 		for _, o := range it.snap.Owners {
 			var e *entry[names]
@@ -186,6 +240,7 @@ func (s *stage) finish(it *item) stream.Record {
 			it.ev.Owner.CgroupPath, it.ev.Owner.Container = n.path, n.container
 		}
 	}
+	s.containerNames(&it.ev.Owner.Container, deadline.Done())
 	if it.memcg != nil {
 		if p, ok := it.memcg.wait(deadline.Done()); ok {
 			it.ev.Socket.MemcgPath = p
@@ -202,14 +257,55 @@ func (s *stage) finish(it *item) stream.Record {
 		}
 	}
 	for i, e := range it.owners {
-		if e == nil {
-			continue
+		o := &it.snap.Owners[i]
+		if e != nil {
+			if n, ok := e.wait(deadline.Done()); ok {
+				o.CgroupPath, o.Container = n.path, n.container
+			}
 		}
-		if n, ok := e.wait(deadline.Done()); ok {
-			it.snap.Owners[i].CgroupPath, it.snap.Owners[i].Container = n.path, n.container
-		}
+		s.containerNames(&o.Container, deadline.Done())
 	}
 	return it.rec
+}
+
+// nameHolders gives each holder its cgroup and container, and what the
+// runtime calls it if it answers within Wait. It runs off the records'
+// path (a poll, or a pressure episode's start).
+func (s *stage) nameHolders(hs []stream.Holder) {
+	deadline, cancel := context.WithTimeout(context.Background(), s.o.Wait)
+	defer cancel()
+	for i := range hs {
+		h := &hs[i]
+		h.CgroupPath = owner.ProcessCgroup("/proc", h.PID)
+		if c, ok := owner.ParseContainer(h.CgroupPath); ok {
+			s.containerNames(&c, deadline.Done())
+			h.Container = &c
+		}
+	}
+}
+
+// pollHolders looks at who holds TCP memory every HoldersEvery, for the
+// next snapshot to carry, until the returned function is called.
+func (s *stage) pollHolders(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(s.o.HoldersEvery)
+		defer t.Stop()
+		for {
+			if hs, err := s.o.Holders(s.o.HoldersTracked); err == nil {
+				s.nameHolders(hs)
+				s.holders.Store(&hs)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // pending reports whether a lookup of the item is still under way.

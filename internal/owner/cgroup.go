@@ -175,3 +175,18 @@ func Select(root, arg string) (Selector, error) {
 	}
 	return Selector{ID: st.Ino, Level: level, Path: rel}, nil
 }
+
+// ProcessCgroup is the cgroup v2 path of a process, as /proc/PID/cgroup
+// gives it ("0::/path"); "" when the process is gone or has none.
+func ProcessCgroup(procRoot string, pid int) string {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "cgroup"))
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			return p
+		}
+	}
+	return ""
+}

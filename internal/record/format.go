@@ -17,9 +17,14 @@ import (
 )
 
 // Magic opens every recording: "TMTREC", a zero byte, the format version.
+// Version 2 added the names runtimes give containers and pods, and the
+// cgroups and containers of a pressure episode's holders; this reader
+// reads version 1 too.
 const (
-	magic   = "TMTREC\x00"
-	version = 1
+	magic      = "TMTREC\x00"
+	version    = 2
+	minVersion = 1
+	namesSince = 2 // the version that carries container names
 )
 
 // Record types.
@@ -152,7 +157,7 @@ func timeNanos(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// event encodes one event in format version 1's field order.
+// event encodes one event in the current version's field order.
 func (e *encoder) event(ev *stream.Event) {
 	e.i(timeNanos(ev.Time))
 	e.u(uint64(ev.Kind))
@@ -201,6 +206,22 @@ func (e *encoder) event(ev *stream.Event) {
 		e.u(uint64(h.Sockets))
 		e.u(h.RecvBytes)
 		e.u(h.SendBytes)
+		e.s(h.CgroupPath) // version 2 on
+		var c stream.Container
+		if h.Container != nil {
+			c = *h.Container
+		}
+		e.container(c)
+	}
+	e.s(o.Container.Name) // version 2 on
+	e.s(o.Container.PodName)
+	e.s(o.Container.Namespace)
+}
+
+// container writes a holder's container whole (version 2 on).
+func (e *encoder) container(c stream.Container) {
+	for _, v := range []string{c.Runtime, c.ID, c.Pod, c.Name, c.PodName, c.Namespace} {
+		e.s(v)
 	}
 }
 
@@ -209,6 +230,7 @@ type decoder struct {
 	b       []byte
 	err     error
 	strings map[uint64]string
+	version byte // the file's format version
 }
 
 func (d *decoder) fail(what string) {
@@ -281,6 +303,10 @@ func (d *decoder) addr() netip.AddrPort {
 	return netip.AddrPortFrom(ip, uint16(d.u()))
 }
 
+func (d *decoder) container() stream.Container {
+	return stream.Container{Runtime: d.s(), ID: d.s(), Pod: d.s(), Name: d.s(), PodName: d.s(), Namespace: d.s()}
+}
+
 func nanosTime(ns int64) time.Time {
 	if ns == 0 {
 		return time.Time{}
@@ -332,7 +358,16 @@ func (d *decoder) event(ev *stream.Event) error {
 		h.Comm = d.s()
 		h.Sockets = int(d.u())
 		h.RecvBytes, h.SendBytes = d.u(), d.u()
+		if d.version >= namesSince {
+			h.CgroupPath = d.s()
+			if c := d.container(); c != (stream.Container{}) {
+				h.Container = &c
+			}
+		}
 		ev.Holders = append(ev.Holders, h)
+	}
+	if d.version >= namesSince {
+		o.Container.Name, o.Container.PodName, o.Container.Namespace = d.s(), d.s(), d.s()
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("trailing bytes")

@@ -24,6 +24,7 @@ type Reader struct {
 	header  Header
 	offset  int64
 	strings map[uint64]string
+	version byte
 	// warning says how the replay fell short of the whole trace: the file
 	// was cut, corrupt, or ends without the trace's final counts.
 	warning error
@@ -101,9 +102,10 @@ func NewReader(in io.Reader) (*Reader, error) {
 	if err != nil {
 		return nil, errCutHeader
 	}
-	if head[len(magic)] != version {
-		return nil, fmt.Errorf("recording format version %d: this tcpmemtrace reads version %d", head[len(magic)], version)
+	if v := head[len(magic)]; v < minVersion || v > version {
+		return nil, fmt.Errorf("recording format version %d: this tcpmemtrace reads versions %d to %d", v, minVersion, version)
 	}
+	r.version = head[len(magic)]
 	r.offset = int64(len(head))
 	typ, payload, k, err := readFrame(r.r, nil, r.offset)
 	if err != nil {
@@ -193,7 +195,7 @@ func (r *Reader) record(typ byte, payload []byte, ev *stream.Event, last **snaps
 		}
 		r.strings[id] = string(payload[k:])
 	case recEvent:
-		d := decoder{b: payload, strings: r.strings}
+		d := decoder{b: payload, strings: r.strings, version: r.version}
 		if err := d.event(ev); err != nil {
 			return &CorruptError{Offset: r.offset, Reason: "event: " + err.Error()}
 		}

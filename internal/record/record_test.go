@@ -114,7 +114,7 @@ func TestRoundTrip(t *testing.T) {
 	if got := r.Info(); !reflect.DeepEqual(got.Hooks, info().Hooks) || got.TCPMem != info().TCPMem || !got.Start.Equal(t0) {
 		t.Errorf("info %+v", got)
 	}
-	if h := r.Header(); h.DropReasons[0] != "PROTO_MEM" || h.ResetReason != "TCP_ABORT_ON_MEMORY" || h.Version != 1 {
+	if h := r.Header(); h.DropReasons[0] != "PROTO_MEM" || h.ResetReason != "TCP_ABORT_ON_MEMORY" || h.Version != 2 {
 		t.Errorf("header %+v", h)
 	}
 	got, err := read(t, r)

@@ -63,8 +63,8 @@ func rows(sum aggregate.Summary, queued map[uint32]int64, o Options) []Row {
 	switch o.Group {
 	case "cgroup":
 		for _, g := range aggregate.ByCgroup(sum.Owners) {
-			name := ""
-			if g.Container.ID != "" {
+			name := g.Container.Label()
+			if g.Container.ID != "" && !g.Container.Named() && g.Container.Runtime != "systemd" {
 				name = g.Container.Runtime + " " + g.Container.Short()
 			}
 			out = append(out, row(g.Key, name, "", &g.Counts, q(g.PIDs...)))
@@ -87,8 +87,8 @@ func rows(sum aggregate.Summary, queued map[uint32]int64, o Options) []Row {
 				key = "(more)"
 			}
 			detail := ow.CgroupPath
-			if s := ow.Container.Short(); s != "" {
-				detail = s
+			if l := ow.Container.Label(); l != "" {
+				detail = l
 			}
 			out = append(out, row(key, ow.Comm, detail, &ow.Counts, q(ow.PID)))
 		}

@@ -27,7 +27,7 @@ type State struct {
 	mem    []int64   // allocated pages, one per snapshot
 	drops  []float64 // drops/s, one per snapshot
 	// Queued is TCP memory queued per process (receive + send queues,
-	// bytes), refreshed by the caller from sock_diag; nil when unknown.
+	// bytes), from the snapshots that carry holders; nil when unknown.
 	Queued map[uint32]int64
 }
 
@@ -49,6 +49,12 @@ func (s *State) Add(r stream.Record) {
 	}
 	cp := *sn
 	s.prev, s.last = s.last, &cp
+	if sn.Holders != nil {
+		s.Queued = make(map[uint32]int64, len(sn.Holders))
+		for i := range sn.Holders {
+			s.Queued[uint32(sn.Holders[i].PID)] = int64(sn.Holders[i].Queued())
+		}
+	}
 	s.now, s.global = sn.Time, sn.Global
 	s.mem = appendCapped(s.mem, sn.Global.MemPages)
 	var rate float64

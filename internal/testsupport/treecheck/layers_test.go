@@ -21,7 +21,7 @@ var layers = map[string]int{
 	"internal/units": 1, "internal/procfs": 1, "internal/kmsg": 1, "internal/netns": 1, // system readers
 	"internal/termsafe": 1, // text made safe for terminals
 
-	"internal/owner": 2, "internal/sockdiag": 2, // owners and sockets, named
+	"internal/owner": 2, "internal/sockdiag": 2, "internal/ctrnames": 2, // owners, sockets and containers, named
 
 	"tracer": 3, "internal/record": 3, "internal/enrich": 3, // sources and the enrich stage
 	"internal/aggregate": 3, // the summary's fold
