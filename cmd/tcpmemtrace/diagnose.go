@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/tcpmemtrace/tcpmemtrace/internal/ctrnames"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/diagnose"
 )
 
@@ -17,6 +18,8 @@ func diagnoseExit(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(io.Discard)
 	asJSON := fs.Bool("json", false, "write the report as JSON")
 	top := fs.Int("top", 10, "sockets and processes to list")
+	criSockets := fs.StringSlice("cri-socket", nil, "ask this CRI runtime socket for pod and container names (repeatable; default: the well-known ones)")
+	hostRoot := fs.String("host-root", "/", "where the host's / is mounted: runtime sockets and files are found under it")
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() > 0 {
 		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -32,7 +35,9 @@ func diagnoseExit(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tcpmemtrace diagnose: %v\nUsage: tcpmemtrace diagnose [flags]\n\nFlags:\n%s", err, fs.FlagUsages())
 		return 2
 	}
-	in, err := diagnose.Gather()
+	names := ctrnames.New(ctrnames.Options{CRIEndpoints: *criSockets, Root: *hostRoot})
+	defer names.Close()
+	in, err := diagnose.Gather(names)
 	if err != nil {
 		fmt.Fprintf(stderr, "tcpmemtrace diagnose: %v\n", err)
 		return 1

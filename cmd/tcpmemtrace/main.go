@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/ctrnames"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/enrich"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/metrics"
@@ -53,6 +54,8 @@ type options struct {
 	lines      bool
 	interval   time.Duration
 	realtime   bool
+	criSockets []string
+	hostRoot   string
 }
 
 // usageError is bad input: exit code 2.
@@ -122,6 +125,8 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 	fs.BoolVar(&o.lines, "lines", false, "a line per event even on a terminal (the full-screen view is the default there)")
 	fs.DurationVar(&o.interval, "interval", time.Second, "the full-screen view's refresh interval")
 	fs.BoolVar(&o.realtime, "realtime", false, "with -r on a terminal: play the recording at its recorded pace (default: as fast as it reads)")
+	fs.StringSliceVar(&o.criSockets, "cri-socket", nil, "ask this CRI runtime socket for pod and container names (repeatable; default: containerd's, CRI-O's and cri-dockerd's where they exist)")
+	fs.StringVar(&o.hostRoot, "host-root", "/", "where the host's / is mounted (a DaemonSet's hostPath): runtime sockets and files are found under it")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, fs, err
@@ -132,7 +137,7 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 // liveOnly are the flags that shape a live trace: a replay shows what was
 // recorded, so they do not go with --read.
 var liveOnly = []string{"write", "write-max-mib", "write-max-files", "netns", "list-probes", "metrics-addr",
-	"metrics-top-owners", "hooks", "ringbuf-kib", "record-rate"}
+	"metrics-top-owners", "hooks", "ringbuf-kib", "record-rate", "cri-socket", "host-root"}
 
 // check says what is wrong with the flags, the first thing found.
 func check(o options, fs *pflag.FlagSet) error {
@@ -242,8 +247,28 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer tr.Close()
-	p := pipeline{src: enrich.Wrap(tr, enrich.Options{})}
+	names := ctrnames.New(ctrnames.Options{CRIEndpoints: o.criSockets, Root: o.hostRoot})
+	defer names.Close()
+	p := pipeline{src: enrich.Wrap(tr, enrich.Options{Names: names, HoldersEvery: holdersEvery(o, stdout)})}
 	return trace(ctx, p, o, ln, stdout, stderr)
+}
+
+// metricsHoldersEvery is how often the exporter asks sock_diag who holds
+// TCP memory: scrapes come every 15 to 60 s, and each poll costs a few ms
+// per thousand sockets.
+const metricsHoldersEvery = 10 * time.Second
+
+// holdersEvery is how often the stage polls who holds TCP memory now:
+// for the view's QUEUED column at its refresh, for the metrics' gauge, and
+// never for a trace that shows neither.
+func holdersEvery(o options, stdout io.Writer) time.Duration {
+	switch {
+	case outputOf(o, stdout).view:
+		return o.interval
+	case o.metrics != "":
+		return metricsHoldersEvery
+	}
+	return 0
 }
 
 // trace runs a live source with what the flags ask for beside the output:

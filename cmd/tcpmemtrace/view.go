@@ -13,14 +13,9 @@ import (
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/render"
-	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/tui"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
-
-// holdersTracked is how many processes the view asks sock_diag about for
-// the QUEUED column.
-const holdersTracked = 200
 
 // view runs the full-screen live view over a source until the viewer quits
 // or ctx ends (SIGINT, SIGTERM, -d), then prints the usual summary.
@@ -65,10 +60,6 @@ func view(ctx context.Context, p pipeline, o output) error {
 			return nil
 		})
 	}()
-	if !replay {
-		go pollQueued(runCtx, shared, o.interval)
-	}
-
 	_, perr := prog.Run()
 	if errors.Is(perr, tea.ErrProgramKilled) && ctx.Err() != nil {
 		perr = nil // a signal or -d: the terminal is restored, go on to the summary
@@ -90,25 +81,4 @@ func view(ctx context.Context, p pipeline, o output) error {
 		return err
 	}
 	return render.NewText(out, o.by).Summary(info, sum)
-}
-
-// pollQueued refreshes the TCP memory each process holds in its socket
-// queues (sock_diag in every namespace: a few ms each time).
-func pollQueued(ctx context.Context, shared *tui.Shared, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		if hs, err := sockdiag.Holders(holdersTracked); err == nil {
-			q := make(map[uint32]int64, len(hs))
-			for _, h := range hs {
-				q[uint32(h.PID)] = int64(h.RecvBytes + h.SendBytes)
-			}
-			shared.Update(func(s *tui.State) { s.Queued = q })
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

@@ -283,6 +283,8 @@ func group(owners []stream.OwnerCounts, key func(*stream.OwnerCounts) (string, *
 			g = fresh
 			byKey[k] = g
 			out = append(out, g)
+		} else if !g.Container.Named() && o.Container.Named() {
+			g.Container = o.Container // names came for a later process of the cgroup
 		}
 		g.PIDs = append(g.PIDs, o.PID)
 		g.Counts.Add(&o.Counts)

@@ -2,8 +2,6 @@ package ctrnames
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net"
 	"os"
 	"path/filepath"
@@ -125,15 +123,6 @@ func serveAt(t *testing.T, f *fakeCRI, socket string) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
-}
-
-func randomID(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 const (

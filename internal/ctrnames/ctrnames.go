@@ -32,6 +32,17 @@ type Names struct {
 	Source string `json:"source"`
 }
 
+// Namer names containers: a Resolver, or a stand-in in tests.
+type Namer interface {
+	Lookup(ctx context.Context, runtime, id, podUID string) (Names, bool)
+}
+
+// WorthAsking: a container with an id or a pod, not yet named: a
+// systemd unit's name is already all there is.
+func WorthAsking(runtime, id, podUID string) bool {
+	return (id != "" || podUID != "") && runtime != "systemd"
+}
+
 // Where an answer came from.
 const (
 	SourceCRI         = "cri"          // a CRI runtime's container and pod sandbox lists

@@ -82,7 +82,33 @@ type SocketMem struct {
 	SendQ  uint32           `json:"send_q"`
 	Mem    sockdiag.MemInfo `json:"skmem"`
 	Queued uint64           `json:"queued_bytes"`
-	Owner  *Process         `json:"owner,omitempty"` // nil: no process holds it (orphan)
+	Owner  *Owner           `json:"owner,omitempty"` // nil: no process holds it (orphan)
+}
+
+// Label is the place as people name it: the container by its runtime's
+// names (namespace/pod/container, podman's name), else by id, else the
+// cgroup path; "" when unknown.
+func (p Place) Label() string {
+	if p.Container != nil {
+		if l := p.Container.Label(); l != "" {
+			return l
+		}
+	}
+	return p.CgroupPath
+}
+
+// suffix is " in LABEL" for a verdict, "" when the place is unknown.
+func (p Place) suffix() string {
+	if l := p.Label(); l != "" {
+		return " in " + l
+	}
+	return ""
+}
+
+// Owner is a socket's owning process and where it lives.
+type Owner struct {
+	Process
+	Place
 }
 
 // OwnerMem is a process and what its sockets' queues hold.
@@ -157,7 +183,7 @@ func Analyze(in *Input, top int) Report {
 			sm := SocketMem{NetNS: ns.Inode, Src: s.Src, Dst: s.Dst, State: stateNames[s.State], RecvQ: s.RecvQ,
 				SendQ: s.SendQ, Mem: s.Mem, Queued: s.Mem.Queued()}
 			if p, ok := in.Owners[s.Inode]; ok && s.Inode != 0 {
-				sm.Owner = &p
+				sm.Owner = &Owner{p, in.Places[p.PID]}
 			}
 			socks = append(socks, sm)
 		}
@@ -167,6 +193,10 @@ func Analyze(in *Input, top int) Report {
 	sort.SliceStable(socks, func(i, j int) bool { return socks[i].Queued > socks[j].Queued })
 	r.TopSockets = socks[:min(top, len(socks))]
 	r.TopOwners = sockdiag.Rank(all, in.Owners, top)
+	for i := range r.TopOwners {
+		pl := in.Places[r.TopOwners[i].PID]
+		r.TopOwners[i].CgroupPath, r.TopOwners[i].Container = pl.CgroupPath, pl.Container
+	}
 
 	r.WorstCase = WorstCase{RmemMax: in.TCPRmem[2], WmemMax: in.TCPWmem[2], Sockets: r.Sockets,
 		DemandBytes: (in.TCPRmem[2] + in.TCPWmem[2]) * r.Sockets, PoolBytes: in.TCPMem[2] * ps}
@@ -239,8 +269,8 @@ func (r *Report) verdicts(in *Input) {
 			if top.SendBytes > top.RecvBytes {
 				where = "send"
 			}
-			r.add(sev, "slow consumer: pid %d (%s) holds %s in %s queues over %d sockets (%.0f%% of TCP memory)",
-				top.PID, top.Comm, units.IEC(int64(held)), where, top.Sockets, 100*float64(held)/float64(p.Bytes))
+			r.add(sev, "slow consumer: pid %d (%s)%s holds %s in %s queues over %d sockets (%.0f%% of TCP memory)",
+				top.PID, top.Comm, in.Places[top.PID].suffix(), units.IEC(int64(held)), where, top.Sockets, 100*float64(held)/float64(p.Bytes))
 		}
 	}
 	if w := r.WorstCase; w.Ratio >= 1 {
@@ -267,8 +297,8 @@ func (r *Report) remedies(in *Input, slow *OwnerMem, ps int64) {
 	p := r.Pool
 	tight := p.Zone == "pressure" || p.Zone == "above_high" || p.PctOfHigh >= 80
 	if tight && slow != nil {
-		r.remedy("", "fix the slow consumer first (the usual root cause): pid %d (%s) is not reading fast enough; "+
-			"raising limits only lets it hold more", slow.PID, slow.Comm)
+		r.remedy("", "fix the slow consumer first (the usual root cause): pid %d (%s)%s is not reading fast enough; "+
+			"raising limits only lets it hold more", slow.PID, slow.Comm, in.Places[slow.PID].suffix())
 	}
 	if tight && in.MemTotal > 0 {
 		// Double the pool, at most a quarter of RAM, keeping the ratios.

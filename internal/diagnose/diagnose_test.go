@@ -62,9 +62,9 @@ func TestHealthy(t *testing.T) {
 func TestPoolAt97PercentWithSlowConsumer(t *testing.T) {
 	r := fixture(t, "pool97")
 	has(t, r, Warning, "under pressure", "368600 pages", "97% of high")
-	has(t, r, Warning, "slow consumer: pid 4242 (nginx) holds 1.2 GiB in receive queues over 3 sockets")
+	has(t, r, Warning, "slow consumer: pid 4242 (nginx) in shop/web-7d9f/nginx holds 1.2 GiB in receive queues over 3 sockets")
 	has(t, r, Info, "3 pressure episodes since boot, 12.3s")
-	if r.Remedies[0].Command != "" || !strings.Contains(r.Remedies[0].Text, "pid 4242 (nginx)") {
+	if r.Remedies[0].Command != "" || !strings.Contains(r.Remedies[0].Text, "pid 4242 (nginx) in shop/web-7d9f/nginx") {
 		t.Errorf("first remedy %+v, want the slow consumer", r.Remedies[0])
 	}
 	// 16 GiB RAM: double the pool (760000 pages = 2.9 GiB, 18% of RAM), ratios kept.
@@ -77,6 +77,46 @@ func TestPoolAt97PercentWithSlowConsumer(t *testing.T) {
 	}
 	if s := r.TopSockets[0]; s.Owner == nil || s.Owner.PID != 4242 || s.Queued != 400<<20 || s.State != "ESTAB" {
 		t.Errorf("top socket %+v", s)
+	}
+	// Where the holders live, in JSON and in text.
+	if o := r.TopOwners[0]; o.Container == nil || o.Container.PodName != "web-7d9f" || o.Container.Namespace != "shop" ||
+		!strings.HasPrefix(o.CgroupPath, "/kubepods.slice/") {
+		t.Errorf("top owner's place %+v %+v", o.CgroupPath, o.Container)
+	}
+	var js, txt bytes.Buffer
+	if err := r.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var back struct {
+		TopSockets []struct {
+			Owner struct {
+				PID       int               `json:"pid"`
+				Cgroup    string            `json:"cgroup"`
+				Container map[string]string `json:"container"`
+			} `json:"owner"`
+		} `json:"top_sockets"`
+		TopOwners []struct {
+			PID       int               `json:"pid"`
+			Cgroup    string            `json:"cgroup"`
+			Container map[string]string `json:"container"`
+		} `json:"top_owners"`
+	}
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if o := back.TopSockets[0].Owner; o.PID != 4242 || !strings.HasPrefix(o.Cgroup, "/kubepods.slice/") || o.Container["name"] != "nginx" {
+		t.Errorf("JSON top socket's owner %+v", o)
+	}
+	if o := back.TopOwners[0]; o.Container["pod_name"] != "web-7d9f" || o.Container["namespace"] != "shop" || o.Cgroup == "" {
+		t.Errorf("JSON top owner %+v", o)
+	}
+	if err := r.WriteText(&txt); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"4242 nginx shop/web-7d9f/nginx", "/user.slice/user-0.slice/session-1.scope", "CONTAINER OR CGROUP"} {
+		if !strings.Contains(txt.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, txt.String())
+		}
 	}
 }
 
@@ -150,7 +190,7 @@ func TestMissingFiles(t *testing.T) {
 // Live: the figures are what /proc says (read back-to-back on a quiet host).
 func TestLiveFiguresEqualProc(t *testing.T) {
 	privtest.Require(t)
-	in, err := Gather()
+	in, err := Gather(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@
 package diagnose
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,10 +16,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpmemtrace/tcpmemtrace/internal/ctrnames"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/netns"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/owner"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
@@ -43,6 +47,8 @@ type Input struct {
 	Namespaces []Namespace
 	// Owners maps socket inodes to a process holding them.
 	Owners map[uint32]stream.Process
+	// Places says where each owning process lives, by PID.
+	Places map[int]Place
 	// Notes say what could not be read (no root: one namespace, own processes).
 	Notes []string
 }
@@ -59,9 +65,22 @@ type Namespace struct {
 // Process is a socket's owner.
 type Process = stream.Process
 
+// Place is where a process lives: its cgroup v2, and the container, pod
+// or unit that cgroup belongs to, with the runtime's names when it gave
+// them.
+type Place struct {
+	CgroupPath string            `json:"cgroup,omitempty"`
+	Container  *stream.Container `json:"container,omitempty"`
+}
+
+// namesWait bounds how long diagnose waits for container runtimes in all:
+// a runtime that is down costs the names, not the report.
+const namesWait = 2 * time.Second
+
 // Gather reads the running machine. With CAP_SYS_ADMIN it enters every
-// network namespace; otherwise it reads the caller's only.
-func Gather() (*Input, error) {
+// network namespace; otherwise it reads the caller's only. names, when not
+// nil, names the owners' containers.
+func Gather(names ctrnames.Namer) (*Input, error) {
 	in, err := readGlobals("/proc")
 	if err != nil {
 		return nil, err
@@ -97,7 +116,37 @@ func Gather() (*Input, error) {
 	}
 	sort.Slice(in.Namespaces, func(i, j int) bool { return in.Namespaces[i].Inode < in.Namespaces[j].Inode })
 	in.Owners = sockdiag.Owners("/proc")
+	in.Places = places("/proc", in.Owners, names)
 	return in, nil
+}
+
+// places finds where the owning processes live, and what their runtimes
+// call their containers (each container asked once, all within namesWait).
+func places(procRoot string, owners map[uint32]stream.Process, names ctrnames.Namer) map[int]Place {
+	out := map[int]Place{}
+	named := map[stream.Container]stream.Container{}
+	ctx, cancel := context.WithTimeout(context.Background(), namesWait)
+	defer cancel()
+	for _, p := range owners {
+		if _, done := out[p.PID]; done {
+			continue
+		}
+		pl := Place{CgroupPath: owner.ProcessCgroup(procRoot, p.PID)}
+		if c, ok := owner.ParseContainer(pl.CgroupPath); ok {
+			if n, seen := named[c]; seen {
+				c = n
+			} else if names != nil && ctrnames.WorthAsking(c.Runtime, c.ID, c.Pod) && ctx.Err() == nil {
+				key := c
+				if n, ok := names.Lookup(ctx, c.Runtime, c.ID, c.Pod); ok {
+					c.Name, c.PodName, c.Namespace = n.Name, n.Pod, n.Namespace
+				}
+				named[key] = c
+			}
+			pl.Container = &c
+		}
+		out[p.PID] = pl
+	}
+	return out
 }
 
 // readGlobals reads the machine-wide files below root (a /proc).
@@ -173,7 +222,8 @@ func readNetns(path string) (Namespace, error) {
 
 // GatherFixture reads a fixture tree: /proc-like globals at the top,
 // netns/<inode>/{sockstat,sockstat6,netstat,snmp,sockets.json} and
-// owners.json (socket inode -> process).
+// owners.json (socket inode -> process) and places.json (PID -> cgroup
+// and container).
 func GatherFixture(dir string) (*Input, error) {
 	in, err := readGlobals(dir)
 	if err != nil {
@@ -195,10 +245,12 @@ func GatherFixture(dir string) (*Input, error) {
 		}
 		in.Namespaces = append(in.Namespaces, ns)
 	}
-	in.Owners = map[uint32]stream.Process{}
-	if b, err := os.ReadFile(filepath.Join(dir, "owners.json")); err == nil {
-		if err := json.Unmarshal(b, &in.Owners); err != nil {
-			return nil, fmt.Errorf("owners.json: %w", err)
+	in.Owners, in.Places = map[uint32]stream.Process{}, map[int]Place{}
+	for name, v := range map[string]any{"owners.json": &in.Owners, "places.json": &in.Places} {
+		if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
+			if err := json.Unmarshal(b, v); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
 		}
 	}
 	return in, nil

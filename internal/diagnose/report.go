@@ -43,15 +43,24 @@ func (r Report) WriteText(w io.Writer) error {
 			owner := "-"
 			if s.Owner != nil {
 				owner = fmt.Sprintf("%d %s", s.Owner.PID, termsafe.Name(s.Owner.Comm))
+				if l := s.Owner.Label(); l != "" {
+					owner += " " + termsafe.Name(l)
+				}
 			}
 			fmt.Fprintf(w, "  %-11d %-22s %-22s %-10s %9d %9d %10s  %s\n", s.NetNS, s.Src, s.Dst, s.State, s.RecvQ, s.SendQ,
 				units.IEC(int64(s.Queued)), owner)
 		}
 	}
 	if len(r.TopOwners) > 0 {
-		fmt.Fprintf(w, "\nTOP PROCESSES BY QUEUED MEMORY\n  %-8s %-16s %8s %14s %14s\n", "PID", "COMM", "SOCKETS", "RECV QUEUES", "SEND QUEUES")
+		fmt.Fprintf(w, "\nTOP PROCESSES BY QUEUED MEMORY\n  %-8s %-16s %8s %14s %14s  %s\n", "PID", "COMM", "SOCKETS", "RECV QUEUES", "SEND QUEUES",
+			"CONTAINER OR CGROUP")
 		for _, o := range r.TopOwners {
-			fmt.Fprintf(w, "  %-8d %-16s %8d %14s %14s\n", o.PID, termsafe.Name(o.Comm), o.Sockets, units.IEC(int64(o.RecvBytes)), units.IEC(int64(o.SendBytes)))
+			place := Place{o.CgroupPath, o.Container}.Label()
+			if place == "" {
+				place = "-"
+			}
+			fmt.Fprintf(w, "  %-8d %-16s %8d %14s %14s  %s\n", o.PID, termsafe.Name(o.Comm), o.Sockets, units.IEC(int64(o.RecvBytes)),
+				units.IEC(int64(o.SendBytes)), termsafe.Name(place))
 		}
 	}
 	fmt.Fprintln(w, "\nVERDICT")

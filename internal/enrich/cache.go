@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -92,8 +93,8 @@ func (e *entry[V]) known() bool {
 }
 
 // wait gives the entry's value once known, or what is known at the deadline.
-func (e *entry[V]) wait(deadline <-chan struct{}) (V, bool) {
-	select { // known already: whatever the deadline says
+func (e *entry[V]) wait(d *deadline) (V, bool) {
+	select { // known already: whatever the deadline says, and no timer
 	case <-e.done:
 		return e.v, e.found
 	default:
@@ -101,7 +102,7 @@ func (e *entry[V]) wait(deadline <-chan struct{}) (V, bool) {
 	select {
 	case <-e.done:
 		return e.v, e.found
-	case <-deadline:
+	case <-d.done():
 		var zero V
 		return zero, false
 	}
@@ -110,3 +111,26 @@ func (e *entry[V]) wait(deadline <-chan struct{}) (V, bool) {
 // close stops the worker; a resolution under way finishes on its own, so a
 // stuck runtime or namespace does not hold up the end of the trace.
 func (c *cache[K, V]) close() { close(c.stop) }
+
+// deadline is how long a record waits for its names. Its timer starts
+// only when some name is not known yet: the usual record, all of whose
+// names are cached, needs none.
+type deadline struct {
+	by     time.Time
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (d *deadline) done() <-chan struct{} {
+	if d.ctx == nil {
+		d.ctx, d.cancel = context.WithDeadline(context.Background(), d.by)
+	}
+	return d.ctx.Done()
+}
+
+// stop releases the timer, if one was started.
+func (d *deadline) stop() {
+	if d.cancel != nil {
+		d.cancel()
+	}
+}

@@ -50,9 +50,7 @@ type Options struct {
 }
 
 // Namer names containers: ctrnames.Resolver is one.
-type Namer interface {
-	Lookup(ctx context.Context, runtime, id, podUID string) (ctrnames.Names, bool)
-}
+type Namer = ctrnames.Namer
 
 // Cgroups names cgroup ids: an owner's (cgroup v2) and a socket's memory
 // cgroup's; "" when the id names nothing (any more).
@@ -111,11 +109,11 @@ type item struct {
 }
 
 // containerNames fills in what the runtime calls c, if it answers in time.
-func (s *stage) containerNames(c *stream.Container, deadline <-chan struct{}) {
-	if c.ID == "" && c.Pod == "" || c.Runtime == "systemd" || c.Named() {
+func (s *stage) containerNames(c *stream.Container, d *deadline) {
+	if !ctrnames.WorthAsking(c.Runtime, c.ID, c.Pod) || c.Named() {
 		return
 	}
-	if n, ok := s.names.lookup(*c).wait(deadline); ok {
+	if n, ok := s.names.lookup(*c).wait(d); ok {
 		c.Name, c.PodName, c.Namespace = n.Name, n.Pod, n.Namespace
 	}
 }
@@ -227,22 +225,17 @@ func (s *stage) prepare(r stream.Record, owners *cache[uint64, names], memcgs *c
 // finish waits for the item's lookups (until its deadline) and fills in
 // what they found.
 func (s *stage) finish(it *item) stream.Record {
-	// Done stays closed once the deadline passes, for every wait below; a
-	// record whose names are all known (the usual case) needs no timer.
-	deadline := context.Background()
-	if it.pending() {
-		var cancel context.CancelFunc
-		deadline, cancel = context.WithDeadline(deadline, it.by)
-		defer cancel()
-	}
+	// One deadline for every wait below: a record waits Wait in all.
+	d := &deadline{by: it.by}
+	defer d.stop()
 	if it.owner != nil {
-		if n, ok := it.owner.wait(deadline.Done()); ok {
+		if n, ok := it.owner.wait(d); ok {
 			it.ev.Owner.CgroupPath, it.ev.Owner.Container = n.path, n.container
 		}
 	}
-	s.containerNames(&it.ev.Owner.Container, deadline.Done())
+	s.containerNames(&it.ev.Owner.Container, d)
 	if it.memcg != nil {
-		if p, ok := it.memcg.wait(deadline.Done()); ok {
+		if p, ok := it.memcg.wait(d); ok {
 			it.ev.Socket.MemcgPath = p
 		}
 	}
@@ -252,18 +245,18 @@ func (s *stage) finish(it *item) stream.Record {
 		default:
 			select {
 			case it.ev.Holders = <-it.holders:
-			case <-deadline.Done():
+			case <-d.done():
 			}
 		}
 	}
 	for i, e := range it.owners {
 		o := &it.snap.Owners[i]
 		if e != nil {
-			if n, ok := e.wait(deadline.Done()); ok {
+			if n, ok := e.wait(d); ok {
 				o.CgroupPath, o.Container = n.path, n.container
 			}
 		}
-		s.containerNames(&o.Container, deadline.Done())
+		s.containerNames(&o.Container, d)
 	}
 	return it.rec
 }
@@ -272,13 +265,13 @@ func (s *stage) finish(it *item) stream.Record {
 // runtime calls it if it answers within Wait. It runs off the records'
 // path (a poll, or a pressure episode's start).
 func (s *stage) nameHolders(hs []stream.Holder) {
-	deadline, cancel := context.WithTimeout(context.Background(), s.o.Wait)
-	defer cancel()
+	d := &deadline{by: time.Now().Add(s.o.Wait)}
+	defer d.stop()
 	for i := range hs {
 		h := &hs[i]
 		h.CgroupPath = owner.ProcessCgroup("/proc", h.PID)
 		if c, ok := owner.ParseContainer(h.CgroupPath); ok {
-			s.containerNames(&c, deadline.Done())
+			s.containerNames(&c, d)
 			h.Container = &c
 		}
 	}
@@ -306,19 +299,6 @@ func (s *stage) pollHolders(ctx context.Context) (stop func()) {
 		}
 	}()
 	return func() { cancel(); <-done }
-}
-
-// pending reports whether a lookup of the item is still under way.
-func (it *item) pending() bool {
-	if it.holders != nil || (it.owner != nil && !it.owner.known()) || (it.memcg != nil && !it.memcg.known()) {
-		return true
-	}
-	for _, e := range it.owners {
-		if e != nil && !e.known() {
-			return true
-		}
-	}
-	return false
 }
 
 // queue hands items from the source's goroutine to the consumers', in

@@ -7,14 +7,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpmemtrace/tcpmemtrace/internal/ctrnames"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
 // fakeSource emits its records as fast as the stage takes them, reusing
 // one Event as the tracer does.
 type fakeSource struct {
-	recs []stream.Record
-	done atomic.Int64 // when Run returned, unix ns
+	recs   []stream.Record
+	pauses map[int]time.Duration // before record i
+	done   atomic.Int64          // when Run returned, unix ns
 }
 
 func (f *fakeSource) Info() stream.Info { return stream.Info{Hostname: "fake"} }
@@ -22,10 +24,11 @@ func (f *fakeSource) Info() stream.Info { return stream.Info{Hostname: "fake"} }
 func (f *fakeSource) Run(ctx context.Context, fn func(stream.Record) error) error {
 	defer func() { f.done.Store(time.Now().UnixNano()) }()
 	var ev stream.Event
-	for _, r := range f.recs {
+	for i, r := range f.recs {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		time.Sleep(f.pauses[i])
 		if r.Event != nil {
 			ev = *r.Event
 			r.Event = &ev
@@ -136,5 +139,63 @@ func TestConsumerErrorStopsTheSource(t *testing.T) {
 	})
 	if !errors.Is(err, stop) || n != 10 {
 		t.Errorf("err %v after %d records", err, n)
+	}
+}
+
+// slowNamer is a container runtime that answers after delay.
+type slowNamer struct {
+	delay time.Duration
+	calls atomic.Int32
+}
+
+func (n *slowNamer) Lookup(ctx context.Context, runtime, id, podUID string) (ctrnames.Names, bool) {
+	n.calls.Add(1)
+	select {
+	case <-time.After(n.delay):
+		return ctrnames.Names{Name: "web", Pod: "web-7d9f", Namespace: "shop", Source: ctrnames.SourceCRI}, true
+	case <-ctx.Done():
+		return ctrnames.Names{}, false
+	}
+}
+
+// A runtime slower than Wait costs the first records their names, never
+// the source its pace; asked once, its answer names every later record
+// and the snapshot's owners.
+func TestSlowRuntimeNames(t *testing.T) {
+	namer := &slowNamer{delay: 500 * time.Millisecond}
+	src := &fakeSource{pauses: map[int]time.Duration{200: 800 * time.Millisecond}}
+	for range 201 {
+		src.recs = append(src.recs, drop(7))
+	}
+	src.recs = append(src.recs, stream.Record{Snapshot: &stream.Snapshot{Owners: []stream.OwnerCounts{{Owner: stream.Owner{PID: 7, CgroupID: 7}}}}})
+	start := time.Now()
+	var got []stream.Record
+	err := Wrap(src, Options{Cgroups: &slowCgroups{}, Names: namer, Wait: 100 * time.Millisecond}).Run(context.Background(), func(r stream.Record) error {
+		cp := r
+		if r.Event != nil {
+			e := *r.Event
+			cp.Event = &e
+		}
+		got = append(got, cp)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Errorf("took %v (800ms of it the source's pause): the slow runtime held the stream", took)
+	}
+	if first := got[0].Event.Owner.Container; first.Named() || first.ID != hex64 {
+		t.Errorf("first record %+v: named before the runtime answered, or without its id", first)
+	}
+	want := stream.Container{Runtime: "docker", ID: hex64, Name: "web", PodName: "web-7d9f", Namespace: "shop"}
+	if later := got[200].Event.Owner.Container; later != want {
+		t.Errorf("a record after the answer: %+v, want %+v", later, want)
+	}
+	if snap := got[201].Snapshot; snap == nil || snap.Owners[0].Container != want {
+		t.Errorf("the snapshot's owner: %+v", snap)
+	}
+	if n := namer.calls.Load(); n != 1 {
+		t.Errorf("the runtime was asked %d times for one container", n)
 	}
 }

@@ -23,7 +23,12 @@ func TestExpositionGolden(t *testing.T) {
 	c.alive = func([]uint32) bool { return true }
 	c.now = func() time.Time { return time.Unix(130, 0) }
 	c.Add(stream.Record{Event: &stream.Event{Kind: stream.KindPressureEnter, Time: time.Unix(100, 0)}})
-	c.Add(stream.Record{Snapshot: snapshot(owner(7, "reader", 0, 900), owner(8, "writer", 300, 0))})
+	reader := owner(7, "reader", 0, 900)
+	reader.Container = stream.Container{Runtime: "containerd", ID: "0123456789abcdef", Pod: "uid-1", Name: "app", PodName: "app-5c7f", Namespace: "shop"}
+	snap := snapshot(reader, owner(8, "writer", 300, 0))
+	snap.Holders = []stream.Holder{{Process: stream.Process{PID: 7, Comm: "reader"}, RecvBytes: 8000, CgroupPath: "/reader", Container: &reader.Container},
+		{Process: stream.Process{PID: 9, Comm: "idle"}, SendBytes: 10}}
+	c.Add(stream.Record{Snapshot: snap})
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
 	fams, err := reg.Gather()

@@ -22,28 +22,32 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 var (
-	dAborts      = desc("aborts_total", "Sockets the kernel killed for memory (tcp_check_oom), by cause: memory (\"out of memory -- consider tuning tcp_mem\") or orphans (\"too many orphaned sockets\").", "cause")
-	dDrops       = desc("drops_total", "Packets dropped for socket memory, by kernel drop reason and protocol (tcp; other: UDP...).", "reason", "protocol")
-	dDropBytes   = desc("dropped_bytes_total", "Bytes of those packets, by kernel drop reason and protocol.", "reason", "protocol")
-	dDropCause   = desc("drops_by_cause_total", "TCP PROTO_MEM drops by cause: rcvbuf, global_hard_limit, global_pressure, memcg, unknown.", "cause")
-	dRefusals    = desc("allocation_refusals_total", "Socket memory allocations refused (sock_exceed_buf_limit), by direction.", "direction")
-	dEpisodes    = desc("pressure_episodes_total", "TCP memory pressure episodes that began while tracing.")
-	dLost        = desc("lost_samples_total", "Events not delivered because the ring buffer was full (counts stay exact).")
-	dUnsampled   = desc("unsampled_events_total", "Drop and refusal events over the record rate: counted, not delivered as records.")
-	dAllocated   = desc("tcp_memory_allocated_bytes", "TCP memory in use (the tcp_mem pool), in bytes.")
-	dLimit       = desc("tcp_mem_bytes", "net.ipv4.tcp_mem watermarks, in bytes.", "watermark")
-	dPressure    = desc("tcp_memory_pressure", "1 while TCP is under memory pressure.")
-	dEpisodeAge  = desc("tcp_memory_pressure_episode_age_seconds", "How long the current pressure episode has lasted (at least: counted from the exporter's start if it began before); 0 when none.")
-	dOrphans     = desc("tcp_orphans", "Orphaned TCP sockets (closed by their owners, still held by the kernel).")
-	dMaxOrphans  = desc("tcp_max_orphans", "net.ipv4.tcp_max_orphans.")
-	dTimeWait    = desc("tcp_time_wait", "TCP sockets in TIME-WAIT (the exporter's network namespace).")
-	ownerLabels  = []string{"comm", "cgroup", "container"}
+	dAborts     = desc("aborts_total", "Sockets the kernel killed for memory (tcp_check_oom), by cause: memory (\"out of memory -- consider tuning tcp_mem\") or orphans (\"too many orphaned sockets\").", "cause")
+	dDrops      = desc("drops_total", "Packets dropped for socket memory, by kernel drop reason and protocol (tcp; other: UDP...).", "reason", "protocol")
+	dDropBytes  = desc("dropped_bytes_total", "Bytes of those packets, by kernel drop reason and protocol.", "reason", "protocol")
+	dDropCause  = desc("drops_by_cause_total", "TCP PROTO_MEM drops by cause: rcvbuf, global_hard_limit, global_pressure, memcg, unknown.", "cause")
+	dRefusals   = desc("allocation_refusals_total", "Socket memory allocations refused (sock_exceed_buf_limit), by direction.", "direction")
+	dEpisodes   = desc("pressure_episodes_total", "TCP memory pressure episodes that began while tracing.")
+	dLost       = desc("lost_samples_total", "Events not delivered because the ring buffer was full (counts stay exact).")
+	dUnsampled  = desc("unsampled_events_total", "Drop and refusal events over the record rate: counted, not delivered as records.")
+	dAllocated  = desc("tcp_memory_allocated_bytes", "TCP memory in use (the tcp_mem pool), in bytes.")
+	dLimit      = desc("tcp_mem_bytes", "net.ipv4.tcp_mem watermarks, in bytes.", "watermark")
+	dPressure   = desc("tcp_memory_pressure", "1 while TCP is under memory pressure.")
+	dEpisodeAge = desc("tcp_memory_pressure_episode_age_seconds", "How long the current pressure episode has lasted (at least: counted from the exporter's start if it began before); 0 when none.")
+	dOrphans    = desc("tcp_orphans", "Orphaned TCP sockets (closed by their owners, still held by the kernel).")
+	dMaxOrphans = desc("tcp_max_orphans", "net.ipv4.tcp_max_orphans.")
+	dTimeWait   = desc("tcp_time_wait", "TCP sockets in TIME-WAIT (the exporter's network namespace).")
+	// An owner's labels: container is what the runtime calls it (its 12-hex
+	// id when the runtime did not answer), pod and namespace the
+	// Kubernetes pod's, so they join kube-state-metrics' own.
+	ownerLabels  = []string{"comm", "cgroup", "container", "pod", "namespace"}
 	dMissed      = desc("missed_runs_total", "Hook runs the kernel skipped (a program of ours already running on that CPU): the counts of that event may miss as many.", "event")
 	dRecFailed   = desc("recording_failed", "1 once the recording (-w) stopped on an error, such as a full disk; tracing goes on.")
 	dRecDropped  = desc("recording_dropped_events_total", "Events the recording (-w) did not keep because its disk was too slow; the counts are exact regardless.")
 	dOwnerAborts = desc("owner_aborts_total", "Memory aborts of sockets owned by the top owners (the rest under comm=\"other\"), by cause.", append(ownerLabels, "cause")...)
 	dOwnerDrops  = desc("owner_drops_total", "TCP memory drops of sockets owned by the top owners (the rest under comm=\"other\").", ownerLabels...)
 	dOwnerBytes  = desc("owner_dropped_bytes_total", "Bytes of those drops.", ownerLabels...)
+	dOwnerQueued = desc("owner_queued_bytes", "TCP memory the top holders hold now in their sockets' receive and send queues (ss -tm's r + w, by owning process; the rest under comm=\"other\").", ownerLabels...)
 )
 
 // counterMetric is how a counter of enum counter is exported.
@@ -65,8 +69,31 @@ var counterMetrics = func() (m [stream.NumCounters]counterMetric) {
 	return m
 }()
 
-// ownerKey groups processes the way the labels do.
+// ownerKey groups processes the way the labels do. It holds the
+// container's id, not its names: a name the runtime gives later relabels
+// the owner's series rather than starting another owner.
 type ownerKey struct{ comm, cgroup, container string }
+
+func keyOf(pid uint32, comm, cgroup string, c stream.Container) ownerKey {
+	switch pid {
+	case 0:
+		return ownerKey{comm: "unknown"}
+	case stream.OverflowPID:
+		return ownerKey{comm: "other"}
+	}
+	return ownerKey{comm, cgroup, c.Runtime + ":" + c.ID}
+}
+
+// labels are an owner's label values, named by its container's latest names.
+func (k ownerKey) labels(c stream.Container) []string {
+	name := c.Name
+	if name == "" {
+		name = c.Short()
+	}
+	return []string{k.comm, k.cgroup, name, c.PodName, c.Namespace}
+}
+
+var otherLabels = []string{"other", "", "", "", ""}
 
 // ownerVals are the per-owner counter values exported.
 type ownerVals struct{ mem, orph, drops, bytes float64 }
@@ -97,6 +124,11 @@ type Collector struct {
 	created time.Time
 	episode time.Time // start of the episode in force; zero when none
 	tracked map[ownerKey]*tracked
+	// names is each owner's container as last seen, names and all.
+	names map[ownerKey]stream.Container
+	// holders are the latest poll's (a snapshot carries them every few
+	// seconds only); nil before the first.
+	holders []stream.Holder
 	// exposed is what the last scrape counted in "other" for each owner.
 	exposed map[ownerKey]ownerVals
 	alive   func(pids []uint32) bool
@@ -110,7 +142,7 @@ type Collector struct {
 // none of its processes has been alive for ttl.
 func New(pageSize, top int, ttl time.Duration) *Collector {
 	return &Collector{top: top, ttl: ttl, pageSize: float64(pageSize), tracked: map[ownerKey]*tracked{},
-		exposed: map[ownerKey]ownerVals{}, alive: pidsAlive, now: time.Now, created: time.Now()}
+		names: map[ownerKey]stream.Container{}, exposed: map[ownerKey]ownerVals{}, alive: pidsAlive, now: time.Now, created: time.Now()}
 }
 
 func pidsAlive(pids []uint32) bool {
@@ -140,6 +172,9 @@ func (c *Collector) Add(r stream.Record) {
 	if s := r.Snapshot; s != nil {
 		cp := *s
 		c.snap, c.snapAt = &cp, c.now()
+		if s.Holders != nil {
+			c.holders = s.Holders
+		}
 		switch {
 		case !s.Global.Pressure && !c.episode.IsZero() && s.Time.Sub(c.episode) > time.Second:
 			c.episode = time.Time{} // a leave the stream did not carry
@@ -233,6 +268,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	c.owners(ch)
+	c.queued(ch)
 }
 
 // owners exports the top owners' counters and one "other" series. A
@@ -245,13 +281,8 @@ func (c *Collector) owners(ch chan<- prometheus.Metric) {
 	vals := map[ownerKey]ownerVals{}
 	pids := map[ownerKey][]uint32{}
 	for _, o := range c.snap.Owners {
-		k := ownerKey{o.Comm, o.CgroupPath, o.Container.Short()}
-		if o.PID == 0 {
-			k = ownerKey{comm: "unknown"}
-		}
-		if o.PID == stream.OverflowPID {
-			k = ownerKey{comm: "other"}
-		}
+		k := keyOf(o.PID, o.Comm, o.CgroupPath, o.Container)
+		c.remember(k, o.Container)
 		drops, bytes := o.ProtoDrops(stream.ProtoTCP)
 		vals[k] = vals[k].plus(ownerVals{float64(o.Events[stream.MemAborts]), float64(o.Events[stream.OrphanAborts]), float64(drops), float64(bytes)})
 		pids[k] = append(pids[k], o.PID)
@@ -294,13 +325,62 @@ func (c *Collector) owners(ch chan<- prometheus.Metric) {
 	for k, v := range vals {
 		if tr, ok := c.tracked[k]; ok {
 			other = other.plus(tr.base)
-			c.emitOwner(ch, []string{k.comm, k.cgroup, k.container}, v.minus(tr.base))
+			c.emitOwner(ch, k.labels(c.names[k]), v.minus(tr.base))
 			continue
 		}
 		other = other.plus(v)
 		c.exposed[k] = v
 	}
-	c.emitOwner(ch, []string{"other", "", ""}, other)
+	c.emitOwner(ch, otherLabels, other)
+}
+
+// remember keeps an owner's container names; a name once given stays when
+// a later record lacks it (a runtime that stopped answering).
+func (c *Collector) remember(k ownerKey, ctr stream.Container) {
+	if ctr.Named() || c.names[k].ID == "" {
+		c.names[k] = ctr
+	}
+}
+
+// queued exports the memory the top holders hold now. A gauge may go
+// down, so the top are simply the largest of the moment, the rest summed
+// under "other"; a holder polled but holding nothing is not a series.
+func (c *Collector) queued(ch chan<- prometheus.Metric) {
+	if c.holders == nil {
+		return
+	}
+	bytes := map[ownerKey]float64{}
+	for _, h := range c.holders {
+		k := keyOf(uint32(h.PID), h.Comm, h.CgroupPath, derefContainer(h.Container))
+		c.remember(k, derefContainer(h.Container))
+		bytes[k] += float64(h.Queued())
+	}
+	keys := make([]ownerKey, 0, len(bytes))
+	for k := range bytes {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if a, b := bytes[keys[i]], bytes[keys[j]]; a != b {
+			return a > b
+		}
+		return keys[i].comm < keys[j].comm
+	})
+	var other float64
+	for i, k := range keys {
+		if i >= c.top || k.comm == "other" {
+			other += bytes[k]
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(dOwnerQueued, prometheus.GaugeValue, bytes[k], k.labels(c.names[k])...)
+	}
+	ch <- prometheus.MustNewConstMetric(dOwnerQueued, prometheus.GaugeValue, other, otherLabels...)
+}
+
+func derefContainer(c *stream.Container) stream.Container {
+	if c == nil {
+		return stream.Container{}
+	}
+	return *c
 }
 
 func (c *Collector) emitOwner(ch chan<- prometheus.Metric, labels []string, v ownerVals) {

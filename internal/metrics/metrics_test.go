@@ -68,21 +68,21 @@ func TestExposition(t *testing.T) {
 	c.Add(stream.Record{Snapshot: snapshot(owner(7, "reader", 0, 900), owner(8, "writer", 300, 0))})
 	s := series(t, c)
 	for name, want := range map[string]float64{
-		"tcpmemtrace_aborts_total{cause=memory}":                                             300,
-		"tcpmemtrace_drops_total{protocol=tcp,reason=PROTO_MEM}":                             900,
-		"tcpmemtrace_drops_total{protocol=other,reason=PROTO_MEM}":                           0,
-		"tcpmemtrace_drops_by_cause_total{cause=global_hard_limit}":                          5,
-		"tcpmemtrace_pressure_episodes_total{}":                                              1,
-		"tcpmemtrace_lost_samples_total{}":                                                   3,
-		"tcpmemtrace_tcp_memory_allocated_bytes{}":                                           3100 * 4096,
-		"tcpmemtrace_tcp_mem_bytes{watermark=high}":                                          3000 * 4096,
-		"tcpmemtrace_tcp_memory_pressure{}":                                                  1,
-		"tcpmemtrace_tcp_memory_pressure_episode_age_seconds{}":                              30,
-		"tcpmemtrace_tcp_orphans{}":                                                          7,
-		"tcpmemtrace_tcp_max_orphans{}":                                                      100,
-		"tcpmemtrace_owner_drops_total{cgroup=/reader,comm=reader,container=}":               900,
-		"tcpmemtrace_owner_aborts_total{cause=memory,cgroup=/writer,comm=writer,container=}": 300,
-		"tcpmemtrace_owner_drops_total{cgroup=,comm=other,container=}":                       0,
+		"tcpmemtrace_aborts_total{cause=memory}":                                                             300,
+		"tcpmemtrace_drops_total{protocol=tcp,reason=PROTO_MEM}":                                             900,
+		"tcpmemtrace_drops_total{protocol=other,reason=PROTO_MEM}":                                           0,
+		"tcpmemtrace_drops_by_cause_total{cause=global_hard_limit}":                                          5,
+		"tcpmemtrace_pressure_episodes_total{}":                                                              1,
+		"tcpmemtrace_lost_samples_total{}":                                                                   3,
+		"tcpmemtrace_tcp_memory_allocated_bytes{}":                                                           3100 * 4096,
+		"tcpmemtrace_tcp_mem_bytes{watermark=high}":                                                          3000 * 4096,
+		"tcpmemtrace_tcp_memory_pressure{}":                                                                  1,
+		"tcpmemtrace_tcp_memory_pressure_episode_age_seconds{}":                                              30,
+		"tcpmemtrace_tcp_orphans{}":                                                                          7,
+		"tcpmemtrace_tcp_max_orphans{}":                                                                      100,
+		"tcpmemtrace_owner_drops_total{cgroup=/reader,comm=reader,container=,namespace=,pod=}":               900,
+		"tcpmemtrace_owner_aborts_total{cause=memory,cgroup=/writer,comm=writer,container=,namespace=,pod=}": 300,
+		"tcpmemtrace_owner_drops_total{cgroup=,comm=other,container=,namespace=,pod=}":                       0,
 	} {
 		if got, ok := s[name]; !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", name, got, ok, want)
@@ -155,8 +155,8 @@ func TestOwnersBoundedAndMonotonic(t *testing.T) {
 		prev = s
 		return s
 	}
-	a, b := "tcpmemtrace_owner_drops_total{cgroup=/a,comm=a,container=}", "tcpmemtrace_owner_drops_total{cgroup=/b,comm=b,container=}"
-	other := "tcpmemtrace_owner_drops_total{cgroup=,comm=other,container=}"
+	a, b := "tcpmemtrace_owner_drops_total{cgroup=/a,comm=a,container=,namespace=,pod=}", "tcpmemtrace_owner_drops_total{cgroup=/b,comm=b,container=,namespace=,pod=}"
+	other := "tcpmemtrace_owner_drops_total{cgroup=,comm=other,container=,namespace=,pod=}"
 	s := step(owner(1, "a", 0, 10), owner(2, "b", 0, 5))
 	if s[a] != 10 || s[other] != 5 {
 		t.Errorf("first scrape: a=%v other=%v (a new owner's series has all of its counts)", s[a], s[other])
@@ -181,6 +181,78 @@ func TestOwnersBoundedAndMonotonic(t *testing.T) {
 	}
 	if n := strings.Count(strings.Join(keys(s), " "), "owner_drops_total"); n != 2 {
 		t.Errorf("%d owner_drops series, want 2 (one owner + other)", n)
+	}
+}
+
+// Names the runtime gives later relabel an owner's series and keep its
+// counts: the owner is its process, cgroup and container id.
+func TestNamesRelabel(t *testing.T) {
+	c := New(4096, 10, time.Minute)
+	c.alive = func([]uint32) bool { return true }
+	o := owner(7, "nginx", 0, 40)
+	o.Container = stream.Container{Runtime: "containerd", ID: strings.Repeat("ab", 32), Pod: "uid-1"}
+	c.Add(stream.Record{Snapshot: snapshot(o)})
+	if v := series(t, c)["tcpmemtrace_owner_drops_total{cgroup=/nginx,comm=nginx,container=abababababab,namespace=,pod=}"]; v != 40 {
+		t.Errorf("unnamed: %v, want 40", v)
+	}
+	o.Drops[stream.ProtoTCP][stream.ReasonProtoMem] = 50
+	o.Container.Name, o.Container.PodName, o.Container.Namespace = "web", "web-7d9f", "shop"
+	c.Add(stream.Record{Snapshot: snapshot(o)})
+	s := series(t, c)
+	if v := s["tcpmemtrace_owner_drops_total{cgroup=/nginx,comm=nginx,container=web,namespace=shop,pod=web-7d9f}"]; v != 50 {
+		t.Errorf("named: %v, want 50; %v", v, keys(s))
+	}
+	if v := s["tcpmemtrace_owner_drops_total{cgroup=,comm=other,container=,namespace=,pod=}"]; v != 0 {
+		t.Errorf("other %v: the owner's counts moved", v)
+	}
+	// A runtime that stops answering does not take the names away.
+	o.Container.Name, o.Container.PodName, o.Container.Namespace = "", "", ""
+	c.Add(stream.Record{Snapshot: snapshot(o)})
+	if _, ok := series(t, c)["tcpmemtrace_owner_drops_total{cgroup=/nginx,comm=nginx,container=web,namespace=shop,pod=web-7d9f}"]; !ok {
+		t.Error("names lost when a later snapshot lacks them")
+	}
+}
+
+// The queued gauge: the top holders by owner (processes of one owner
+// summed), the rest under "other"; kept between the snapshots that carry
+// holders, absent before the first.
+func TestQueuedGauge(t *testing.T) {
+	c := New(4096, 2, time.Minute)
+	c.Add(stream.Record{Snapshot: snapshot()})
+	for k := range series(t, c) {
+		if strings.HasPrefix(k, "tcpmemtrace_owner_queued_bytes") {
+			t.Fatalf("%s before any holders were polled", k)
+		}
+	}
+	ctr := &stream.Container{Runtime: "podman", ID: strings.Repeat("cd", 32), Name: "db"}
+	holder := func(pid int, comm string, recv, send uint64, c *stream.Container) stream.Holder {
+		return stream.Holder{Process: stream.Process{PID: pid, Comm: comm}, RecvBytes: recv, SendBytes: send, CgroupPath: "/" + comm, Container: c}
+	}
+	snap := snapshot()
+	snap.Holders = []stream.Holder{
+		holder(1, "postgres", 1000, 24, ctr), holder(2, "postgres", 3000, 0, ctr), // one owner
+		holder(3, "nginx", 500, 500, nil), holder(4, "curl", 10, 0, nil), holder(5, "sshd", 5, 5, nil),
+	}
+	c.Add(stream.Record{Snapshot: snap})
+	c.Add(stream.Record{Snapshot: snapshot()}) // no poll this time: the last one stands
+	s := series(t, c)
+	for name, want := range map[string]float64{
+		"tcpmemtrace_owner_queued_bytes{cgroup=/postgres,comm=postgres,container=db,namespace=,pod=}": 4024,
+		"tcpmemtrace_owner_queued_bytes{cgroup=/nginx,comm=nginx,container=,namespace=,pod=}":         1000,
+		"tcpmemtrace_owner_queued_bytes{cgroup=,comm=other,container=,namespace=,pod=}":               20,
+	} {
+		if got, ok := s[name]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", name, got, ok, want)
+		}
+	}
+	if n := strings.Count(strings.Join(keys(s), " "), "owner_queued_bytes"); n != 3 {
+		t.Errorf("%d queued series, want 3 (two owners + other)", n)
+	}
+	snap = snapshot()
+	snap.Holders = []stream.Holder{} // polled: nobody holds anything
+	c.Add(stream.Record{Snapshot: snap})
+	if v, ok := series(t, c)["tcpmemtrace_owner_queued_bytes{cgroup=,comm=other,container=,namespace=,pod=}"]; !ok || v != 0 {
+		t.Errorf("after an empty poll: other %v %v, want 0", v, ok)
 	}
 }
 

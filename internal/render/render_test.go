@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -303,5 +304,49 @@ func TestMissedRunsShownAtTheirCounts(t *testing.T) {
 	var o SummaryObject
 	if err := json.Unmarshal(buf.Bytes(), &o); err != nil || o.Totals.Missed[stream.EventDrops] != 2 {
 		t.Errorf("%v %+v", err, o.Totals.Missed)
+	}
+}
+
+// The runtime's names stand for the container wherever an owner is shown:
+// the text tables and the JSON; escaped like any name in text.
+func TestContainerNames(t *testing.T) {
+	pod := stream.Container{Runtime: "containerd", ID: strings.Repeat("a1", 32), Pod: "0d6f7c1e-2b3a-4c5d-8e9f-0a1b2c3d4e5f",
+		Name: "nginx", PodName: "web-7d9f", Namespace: "shop"}
+	named := stream.Container{Runtime: "podman", ID: strings.Repeat("b2", 32), Name: "db\x1b[2J"}
+	o1 := stream.OwnerCounts{Owner: stream.Owner{PID: 10, Comm: "nginx", CgroupPath: "/kubepods/pod/cri-containerd-x.scope", Container: pod}}
+	o1.Drops[stream.ProtoTCP][stream.ReasonProtoMem] = 3
+	o2 := stream.OwnerCounts{Owner: stream.Owner{PID: 11, Comm: "postgres", CgroupPath: "/machine.slice/libpod-y.scope", Container: named}}
+	o2.Events[stream.MemAborts] = 1
+	sum := aggregate.Summary{Start: t0, End: t0, Owners: []stream.OwnerCounts{o1, o2}}
+	for _, by := range []string{ByPID, ByCgroup} {
+		var buf bytes.Buffer
+		if err := NewText(&buf, by).Summary(info(), sum); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"shop/web-7d9f/nginx", `db\x1b[2J`} {
+			if !strings.Contains(buf.String(), want) {
+				t.Errorf("--by %s: %q missing:\n%s", by, want, buf.String())
+			}
+		}
+	}
+	var buf bytes.Buffer
+	j := NewJSON(&buf)
+	if err := j.Summary(info(), sum); err != nil {
+		t.Fatal(err)
+	}
+	j.Flush()
+	var s SummaryObject
+	if err := json.Unmarshal(bytes.TrimSpace(buf.Bytes()), &s); err != nil {
+		t.Fatal(err)
+	}
+	var got []stream.Container
+	for _, p := range s.ByProcess {
+		got = append(got, *p.Container)
+	}
+	for _, g := range s.ByCgroup {
+		got = append(got, *g.Container)
+	}
+	if len(got) != 4 || !slices.Contains(got, pod) || !slices.Contains(got, named) {
+		t.Errorf("JSON containers %+v, want the runtime's names of both", got)
 	}
 }

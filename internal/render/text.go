@@ -320,13 +320,15 @@ func commString(pid uint32, comm string) string {
 	return termsafe.Name(comm)
 }
 
-// cgroupString names a cgroup in width columns: the container it holds
-// (docker:4f6d2c3b1a0e), else its path, cut from the left to keep the tail.
+// cgroupString names a cgroup in width columns: the container it holds,
+// as its runtime names it (shop/web-7d9f/nginx, or podman's name) or else
+// by id (docker:4f6d2c3b1a0e); without one, its path. Cut from the left to
+// keep the tail, the most telling part.
 func cgroupString(path string, c stream.Container, width int) string {
-	path, c.Runtime, c.ID = termsafe.Name(path), termsafe.Name(c.Runtime), termsafe.Name(c.ID)
+	path = termsafe.Name(path)
 	switch {
-	case c.ID != "" && c.Runtime != "systemd":
-		return c.Runtime + ":" + c.Short()
+	case c.Named() || c.ID != "" && c.Runtime != "systemd":
+		path = termsafe.Name(c.Label())
 	case path == "":
 		return "-"
 	}

@@ -26,8 +26,11 @@ type Frame struct {
 	Episode     *aggregate.Episode // the current one; nil when none
 	Pressure    bool               // under pressure now (events, else /proc)
 	Rows        []Row
-	Options     Options
-	Replay      bool
+	// Named: some owner's container has names from its runtime, so the
+	// column that shows containers is headed POD/CONTAINER.
+	Named   bool
+	Options Options
+	Replay  bool
 	// Ended: the source has no more records; Stopped is its error, if any.
 	Ended   bool
 	Stopped string
@@ -202,8 +205,8 @@ func (s *screen) owners(f Frame, room int) {
 	}
 	s.add(st.Title.Render(title))
 	keyW, nameW, detailW := columns(o.Group, s.width)
-	s.add(st.Head.Render(fmt.Sprintf("%-*s %-*s %-*s %8s %8s %9s %9s", keyW, keyHead(o.Group), nameW, nameHead(o.Group),
-		detailW, detailHead(o.Group), "DROPS", "ABORTS", "DROPPED", "QUEUED")))
+	s.add(st.Head.Render(fmt.Sprintf("%-*s %-*s %-*s %8s %8s %9s %9s", keyW, keyHead(o.Group), nameW, nameHead(o.Group, f.Named),
+		detailW, detailHead(o.Group, f.Named), "DROPS", "ABORTS", "DROPPED", "QUEUED")))
 	room -= 2
 	for i, rw := range f.Rows {
 		if i == room-1 && len(f.Rows) > room {
@@ -277,12 +280,14 @@ func columns(group string, width int) (key, name, detail int) {
 	return key, name, rest
 }
 
-func detailHead(group string) string {
-	switch group {
-	case "socket":
+func detailHead(group string, named bool) string {
+	switch {
+	case group == "socket":
 		return "STATE"
-	case "cgroup":
+	case group == "cgroup":
 		return ""
+	case named:
+		return "POD/CONTAINER"
 	}
 	return "CGROUP"
 }
@@ -309,9 +314,12 @@ func keyHead(group string) string {
 	return "PID"
 }
 
-func nameHead(group string) string {
+func nameHead(group string, named bool) string {
 	switch group {
 	case "cgroup":
+		if named {
+			return "POD/CONTAINER"
+		}
 		return "CONTAINER"
 	case "socket":
 		return "OWNER"

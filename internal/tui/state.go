@@ -135,5 +135,8 @@ func (s *State) Frame(o Options) Frame {
 		}
 	}
 	f.Rows = rows(sum, s.Queued, o)
+	for i := range sum.Owners {
+		f.Named = f.Named || sum.Owners[i].Container.Named()
+	}
 	return f
 }

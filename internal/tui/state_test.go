@@ -122,3 +122,28 @@ func TestHostileNamesEscaped(t *testing.T) {
 		}
 	}
 }
+
+// A container its runtime named shows by its names, under a POD/CONTAINER
+// head, by process and by cgroup; the QUEUED column comes from the
+// holders a snapshot carries.
+func TestPodColumn(t *testing.T) {
+	s := NewState(stream.Info{TCPMem: [3]int64{1, 2, 3}})
+	o := owner(7, "nginx", 5, 0)
+	o.CgroupPath = "/kubepods/x"
+	o.Container = stream.Container{Runtime: "containerd", ID: strings.Repeat("ab", 32), Name: "nginx", PodName: "web-7d9f", Namespace: "shop"}
+	plainOwner := owner(8, "curl", 1, 0)
+	sn := snapshot(time.Unix(1, 0), 10, 6, 0, o, plainOwner)
+	sn.Holders = []stream.Holder{{Process: stream.Process{PID: 7, Comm: "nginx"}, RecvBytes: 3 << 20}}
+	s.Add(stream.Record{Snapshot: sn})
+	for _, g := range []string{"process", "cgroup"} {
+		out := Render(s.Frame(Options{Group: g, Sort: "drops"}), 160, 40, plain())
+		if !strings.Contains(out, "POD/CONTAINER") || !strings.Contains(out, "shop/web-7d9f/nginx") || !strings.Contains(out, "3.0 MiB") {
+			t.Errorf("by %s:\n%s", g, out)
+		}
+	}
+	unnamed := NewState(stream.Info{TCPMem: [3]int64{1, 2, 3}})
+	unnamed.Add(stream.Record{Snapshot: snapshot(time.Unix(1, 0), 10, 1, 0, plainOwner)})
+	if out := Render(unnamed.Frame(Options{Group: "process", Sort: "drops"}), 160, 40, plain()); strings.Contains(out, "POD/CONTAINER") {
+		t.Errorf("POD/CONTAINER head with no named container:\n%s", out)
+	}
+}
