@@ -368,3 +368,47 @@ func (c *Counts) Sub(o *Counts) {
 		c.Causes[i] -= o.Causes[i]
 	}
 }
+
+// Since is what the snapshot counted after base, an earlier snapshot of
+// the same trace: its totals and each owner's counts less base's (owners
+// with nothing since are left out). Global state and holders are s's.
+func (s *Snapshot) Since(base *Snapshot) Snapshot {
+	out := *s
+	if base == nil {
+		return out
+	}
+	out.Totals.Counts.Sub(&base.Totals.Counts)
+	out.Totals.PressureEpisodes -= base.Totals.PressureEpisodes
+	out.Totals.LostSamples -= base.Totals.LostSamples
+	out.Totals.Unsampled -= base.Totals.Unsampled
+	out.Totals.MissedRuns -= base.Totals.MissedRuns
+	if s.Totals.Missed != nil {
+		out.Totals.Missed = map[string]uint64{}
+		for k, v := range s.Totals.Missed {
+			if d := v - base.Totals.Missed[k]; d > 0 {
+				out.Totals.Missed[k] = d
+			}
+		}
+	}
+	// An owner is its process in its cgroup: names may have come later.
+	type key struct {
+		pid    uint32
+		cgroup uint64
+		comm   string
+	}
+	before := make(map[key]*Counts, len(base.Owners))
+	for i := range base.Owners {
+		o := &base.Owners[i]
+		before[key{o.PID, o.CgroupID, o.Comm}] = &o.Counts
+	}
+	out.Owners = make([]OwnerCounts, 0, len(s.Owners))
+	for _, o := range s.Owners {
+		if b := before[key{o.PID, o.CgroupID, o.Comm}]; b != nil {
+			o.Counts.Sub(b)
+		}
+		if !o.Counts.IsZero() {
+			out.Owners = append(out.Owners, o)
+		}
+	}
+	return out
+}

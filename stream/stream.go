@@ -11,12 +11,50 @@ import (
 	"time"
 )
 
-// Record is one item of the stream: Event or Snapshot. Both point into
-// memory the source reuses; they are valid until the callback returns.
+// Record is one item of the stream: Event, Snapshot or Notice. They point
+// into memory the source reuses; they are valid until the callback returns.
 type Record struct {
 	Event    *Event
 	Snapshot *Snapshot
+	// Notice is something the tool itself did that whoever reads the
+	// stream should know (a flight recording written). Not recorded.
+	Notice *Notice
 }
+
+// Notice is something the tool did beside tracing.
+type Notice struct {
+	Time time.Time `json:"time"`
+	Kind string    `json:"kind"` // NoticeFlightStarted, NoticeFlightWritten, NoticeFlightFailed
+	Text string    `json:"text"` // a sentence for people
+	File string    `json:"file,omitempty"`
+	// Trigger is the flight recording's trigger kind.
+	Trigger string `json:"trigger,omitempty"`
+}
+
+// Notice kinds.
+const (
+	NoticeFlightStarted = "flight_recording_started"
+	NoticeFlightWritten = "flight_recording_written"
+	NoticeFlightFailed  = "flight_recording_failed"
+)
+
+// Trigger says why a flight recording was written: the incident that
+// began it, and from when its counts run.
+type Trigger struct {
+	Kind   string    `json:"kind"` // TriggerAbort, TriggerPressure, TriggerDrops
+	Time   time.Time `json:"time"`
+	Detail string    `json:"detail"`
+	// From is the start of the window the file holds: its counts are what
+	// the kernel counted from then on.
+	From time.Time `json:"from"`
+}
+
+// Flight recorder triggers.
+const (
+	TriggerAbort    = "abort"    // a memory or orphan abort
+	TriggerPressure = "pressure" // a pressure episode began
+	TriggerDrops    = "drops"    // memory drops above a rate
+)
 
 // Source is a stream of records: the live kernel, or a recording.
 type Source interface {
@@ -72,6 +110,8 @@ type Info struct {
 	Notes []string `json:"notes,omitempty"`
 	// DropReasons are the tracked drop reasons' values on the traced kernel.
 	DropReasons map[string]uint32 `json:"drop_reasons"`
+	// Trigger is set on a flight recording: what made it be written.
+	Trigger *Trigger `json:"trigger,omitempty"`
 }
 
 // Event groups: one Hook each.

@@ -23,10 +23,12 @@ import (
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/ctrnames"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/enrich"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/flight"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/metrics"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/record"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/render"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/termsafe"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
 	"github.com/tcpmemtrace/tcpmemtrace/tracer"
 )
@@ -56,6 +58,18 @@ type options struct {
 	realtime   bool
 	criSockets []string
 	hostRoot   string
+	flight     flightOptions
+}
+
+// flightOptions are the flight recorder's flags.
+type flightOptions struct {
+	window   time.Duration
+	maxMiB   int
+	after    time.Duration
+	holdOff  time.Duration
+	dir      string
+	triggers []string
+	dropRate float64
 }
 
 // usageError is bad input: exit code 2.
@@ -127,6 +141,14 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 	fs.BoolVar(&o.realtime, "realtime", false, "with -r on a terminal: play the recording at its recorded pace (default: as fast as it reads)")
 	fs.StringSliceVar(&o.criSockets, "cri-socket", nil, "ask this CRI runtime socket for pod and container names (repeatable; default: containerd's, CRI-O's and cri-dockerd's where they exist)")
 	fs.StringVar(&o.hostRoot, "host-root", "/", "where the host's / is mounted (a DaemonSet's hostPath): runtime sockets and files are found under it")
+	fs.DurationVar(&o.flight.window, "flight-recorder", 0, "keep this much of the trace in memory (e.g. 10m) and write it to a file when an incident begins (docs/recording.md)")
+	fs.IntVar(&o.flight.maxMiB, "flight-max-mib", 64, "the most memory the flight recorder's window takes (MiB); the oldest records go first")
+	fs.DurationVar(&o.flight.after, "flight-after", time.Minute, "how long a flight recording goes on after its trigger")
+	fs.DurationVar(&o.flight.holdOff, "flight-holdoff", 10*time.Minute, "after a flight recording ends, ignore triggers this long: one file per incident")
+	fs.StringVar(&o.flight.dir, "flight-dir", ".", "where flight recordings go (tcpmem-<UTC time>-<trigger>.tmtrec)")
+	fs.StringSliceVar(&o.flight.triggers, "flight-triggers", []string{stream.TriggerAbort, stream.TriggerPressure, stream.TriggerDrops},
+		"what starts a flight recording: abort (memory or orphan), pressure (an episode begins), drops (over --flight-drop-rate)")
+	fs.Float64Var(&o.flight.dropRate, "flight-drop-rate", 100, "memory drops per second that start a flight recording")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, fs, err
@@ -137,7 +159,8 @@ func parseFlags(args []string) (options, *pflag.FlagSet, error) {
 // liveOnly are the flags that shape a live trace: a replay shows what was
 // recorded, so they do not go with --read.
 var liveOnly = []string{"write", "write-max-mib", "write-max-files", "netns", "list-probes", "metrics-addr",
-	"metrics-top-owners", "hooks", "ringbuf-kib", "record-rate", "cri-socket", "host-root"}
+	"metrics-top-owners", "hooks", "ringbuf-kib", "record-rate", "cri-socket", "host-root",
+	"flight-recorder", "flight-max-mib", "flight-after", "flight-holdoff", "flight-dir", "flight-triggers", "flight-drop-rate"}
 
 // check says what is wrong with the flags, the first thing found.
 func check(o options, fs *pflag.FlagSet) error {
@@ -158,7 +181,12 @@ func check(o options, fs *pflag.FlagSet) error {
 		{o.writeMiB < 0 || o.writeFiles < 0 || o.metricsTop < 0 || o.recordRate < 0, func() error {
 			return errors.New("--write-max-mib, --write-max-files, --metrics-top-owners and --record-rate cannot be negative")
 		}},
-		{o.quiet && o.write == "" && o.metrics == "", func() error { return errors.New("--quiet needs --write or --metrics-addr: it would output nothing") }},
+		{o.quiet && o.write == "" && o.metrics == "" && o.flight.window == 0, func() error {
+			return errors.New("--quiet needs --write, --metrics-addr or --flight-recorder: it would output nothing")
+		}},
+		{o.flight.window < 0 || o.flight.after < 0 || o.flight.holdOff < 0 || o.flight.maxMiB <= 0 || o.flight.dropRate <= 0, func() error {
+			return errors.New("--flight-recorder, --flight-after and --flight-holdoff cannot be negative; --flight-max-mib and --flight-drop-rate must be positive")
+		}},
 		{o.ringbufKiB < 4 || o.ringbufKiB&(o.ringbufKiB-1) != 0, func() error {
 			return fmt.Errorf("--ringbuf-kib: %d is not a power of two of at least 4", o.ringbufKiB)
 		}},
@@ -177,6 +205,16 @@ func check(o options, fs *pflag.FlagSet) error {
 	if o.metrics != "" {
 		if _, _, err := net.SplitHostPort(o.metrics); err != nil {
 			return fmt.Errorf("--metrics-addr: %v", err)
+		}
+	}
+	if o.flight.window > 0 {
+		if st, err := os.Stat(o.flight.dir); err != nil || !st.IsDir() {
+			return fmt.Errorf("--flight-dir: %q is not a directory", o.flight.dir)
+		}
+		for _, t := range o.flight.triggers {
+			if t != stream.TriggerAbort && t != stream.TriggerPressure && t != stream.TriggerDrops {
+				return fmt.Errorf("--flight-triggers: %q is not abort, pressure or drops", t)
+			}
 		}
 	}
 	return nil
@@ -249,7 +287,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	defer tr.Close()
 	names := ctrnames.New(ctrnames.Options{CRIEndpoints: o.criSockets, Root: o.hostRoot})
 	defer names.Close()
-	p := pipeline{src: enrich.Wrap(tr, enrich.Options{Names: names, HoldersEvery: holdersEvery(o, stdout)})}
+	p := pipeline{src: enrich.Wrap(tr, enrich.Options{Names: names, HoldersEvery: holdersEvery(o, stdout, stderr)})}
 	return trace(ctx, p, o, ln, stdout, stderr)
 }
 
@@ -261,9 +299,9 @@ const metricsHoldersEvery = 10 * time.Second
 // holdersEvery is how often the stage polls who holds TCP memory now:
 // for the view's QUEUED column at its refresh, for the metrics' gauge, and
 // never for a trace that shows neither.
-func holdersEvery(o options, stdout io.Writer) time.Duration {
+func holdersEvery(o options, stdout, stderr io.Writer) time.Duration {
 	switch {
-	case outputOf(o, stdout).view:
+	case outputOf(o, stdout, stderr).view:
 		return o.interval
 	case o.metrics != "":
 		return metricsHoldersEvery
@@ -299,6 +337,14 @@ func trace(ctx context.Context, p pipeline, o options, ln net.Listener, stdout, 
 		defer rec.Close()
 		p.keep = append(p.keep, func(r stream.Record) error { rec.Write(r); return nil })
 	}
+	if o.flight.window > 0 {
+		fr, err := startFlightRecorder(o, info, col)
+		if err != nil {
+			return err
+		}
+		p.flight = fr
+		p.keep = append(p.keep, func(r stream.Record) error { fr.Add(r); return nil })
+	}
 	if !o.quiet { // the kernel log is only compared in the summary
 		var err error
 		if p.kernelLog, err = kmsg.Start(); err != nil {
@@ -310,7 +356,25 @@ func trace(ctx context.Context, p pipeline, o options, ln net.Listener, stdout, 
 		ctx, cancel = context.WithTimeout(ctx, o.duration)
 		defer cancel()
 	}
-	return present(ctx, p, outputOf(o, stdout))
+	return present(ctx, p, outputOf(o, stdout, stderr))
+}
+
+// startFlightRecorder keeps the last --flight-recorder of the stream for
+// the file an incident writes; the metrics count the files.
+func startFlightRecorder(o options, info stream.Info, col *metrics.Collector) (*flight.Recorder, error) {
+	fr, err := flight.New(info, flight.Options{Dir: o.flight.dir, Window: o.flight.window, MaxBytes: int64(o.flight.maxMiB) << 20,
+		After: o.flight.after, HoldOff: o.flight.holdOff, Triggers: o.flight.triggers, DropRate: o.flight.dropRate,
+		MaxSize: int64(o.writeMiB) << 20, MaxFiles: o.writeFiles})
+	if err != nil {
+		return nil, err
+	}
+	if col != nil {
+		col.WatchFlight(func() metrics.FlightStatus {
+			st := fr.Stats()
+			return metrics.FlightStatus{Files: st.Files, Failed: st.Failed, Dropped: st.Dropped}
+		})
+	}
+	return fr, nil
 }
 
 // startRecording writes the trace to -w's file beside everything else: a
@@ -345,7 +409,7 @@ func replay(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if !f.Empty() {
 		src = record.Filtered(r, f)
 	}
-	err = present(ctx, pipeline{src: src}, outputOf(o, stdout))
+	err = present(ctx, pipeline{src: src}, outputOf(o, stdout, stderr))
 	if w := r.Warning(); w != nil {
 		fmt.Fprintf(stderr, "tcpmemtrace: warning: %v\n", w)
 	}
@@ -355,7 +419,8 @@ func replay(ctx context.Context, o options, stdout, stderr io.Writer) error {
 // output is how the trace is shown.
 type output struct {
 	w        io.Writer
-	by       string // the summary's grouping
+	log      io.Writer // where notices go when the output is quiet
+	by       string    // the summary's grouping
 	json     bool
 	quiet    bool
 	view     bool // the full-screen view
@@ -364,8 +429,8 @@ type output struct {
 	replay   bool
 }
 
-func outputOf(o options, stdout io.Writer) output {
-	return output{w: stdout, by: o.by, json: o.json, quiet: o.quiet, interval: o.interval, realtime: o.realtime,
+func outputOf(o options, stdout, stderr io.Writer) output {
+	return output{w: stdout, log: stderr, by: o.by, json: o.json, quiet: o.quiet, interval: o.interval, realtime: o.realtime,
 		replay: o.read != "", view: isTerminal(stdout) && !o.json && !o.lines && !o.quiet}
 }
 
@@ -388,7 +453,16 @@ func present(ctx context.Context, p pipeline, out output) error {
 	}
 	live := isTerminal(out.w)
 	agg := aggregate.New(info.Start)
-	err := p.run(ctx, func(r stream.Record) error {
+	show := func(r stream.Record) error {
+		if n := r.Notice; n != nil {
+			if out.quiet { // a daemon's log says where files went
+				fmt.Fprintf(out.log, "tcpmemtrace: %s\n", termsafe.Name(n.Text))
+			}
+			if err := sink.Notice(n); err != nil {
+				return err
+			}
+			return sink.Flush()
+		}
 		agg.Add(r)
 		if r.Event != nil {
 			if err := sink.Event(r.Event); err != nil {
@@ -399,7 +473,11 @@ func present(ctx context.Context, p pipeline, out output) error {
 			}
 		}
 		return sink.Flush()
-	})
+	}
+	err := p.run(ctx, show)
+	if eerr := p.end(show); err == nil {
+		err = eerr
+	}
 	if kl, ok := p.stopKernelLog(); ok {
 		agg.SetKernelLog(kl)
 	}

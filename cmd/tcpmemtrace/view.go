@@ -46,7 +46,7 @@ func view(ctx context.Context, p pipeline, o output) error {
 		}()
 		var first time.Time
 		began := time.Now()
-		err = p.run(runCtx, func(r stream.Record) error {
+		show := func(r stream.Record) error {
 			if o.realtime && r.Snapshot != nil { // a replay at its recorded pace
 				if first.IsZero() {
 					first = r.Snapshot.Time
@@ -58,7 +58,11 @@ func view(ctx context.Context, p pipeline, o output) error {
 			}
 			shared.Update(func(s *tui.State) { s.Add(r) })
 			return nil
-		})
+		}
+		err = p.run(runCtx, show)
+		if eerr := p.end(show); err == nil {
+			err = eerr
+		}
 	}()
 	_, perr := prog.Run()
 	if errors.Is(perr, tea.ErrProgramKilled) && ctx.Err() != nil {

@@ -44,6 +44,9 @@ var (
 	dMissed      = desc("missed_runs_total", "Hook runs the kernel skipped (a program of ours already running on that CPU): the counts of that event may miss as many.", "event")
 	dRecFailed   = desc("recording_failed", "1 once the recording (-w) stopped on an error, such as a full disk; tracing goes on.")
 	dRecDropped  = desc("recording_dropped_events_total", "Events the recording (-w) did not keep because its disk was too slow; the counts are exact regardless.")
+	dFlightFiles = desc("flight_recordings_total", "Files the flight recorder began, by what triggered them (abort, pressure, drops).", "trigger")
+	dFlightFail  = desc("flight_recording_failures_total", "Flight recordings a write error (a full disk) cut short; the trace goes on.")
+	dFlightDrop  = desc("flight_recording_dropped_events_total", "Events left out of flight recordings because the disk was too slow; the counts are exact regardless.")
 	dOwnerAborts = desc("owner_aborts_total", "Memory aborts of sockets owned by the top owners (the rest under comm=\"other\"), by cause.", append(ownerLabels, "cause")...)
 	dOwnerDrops  = desc("owner_drops_total", "TCP memory drops of sockets owned by the top owners (the rest under comm=\"other\").", ownerLabels...)
 	dOwnerBytes  = desc("owner_dropped_bytes_total", "Bytes of those drops.", ownerLabels...)
@@ -134,7 +137,9 @@ type Collector struct {
 	alive   func(pids []uint32) bool
 	// recording says how the -w recording fares; nil without one.
 	recording func() (failed bool, dropped uint64)
-	now       func() time.Time
+	// flight says what the flight recorder wrote; nil without one.
+	flight func() FlightStatus
+	now    func() time.Time
 }
 
 // New makes a collector exporting the top owners with their own series
@@ -189,6 +194,20 @@ func (c *Collector) WatchRecording(status func() (failed bool, dropped uint64)) 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.recording = status
+}
+
+// FlightStatus is what the flight recorder has written.
+type FlightStatus struct {
+	Files   map[string]uint64 // by trigger
+	Failed  uint64
+	Dropped uint64
+}
+
+// WatchFlight exports the flight recorder's files.
+func (c *Collector) WatchFlight(status func() FlightStatus) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.flight = status
 }
 
 // sinceSnapshot is how old the counts are.
@@ -265,6 +284,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		failed, dropped := c.recording()
 		gauge(dRecFailed, map[bool]float64{false: 0, true: 1}[failed])
 		counter(dRecDropped, float64(dropped))
+	}
+	if c.flight != nil {
+		st := c.flight()
+		for _, t := range []string{stream.TriggerAbort, stream.TriggerPressure, stream.TriggerDrops} {
+			counter(dFlightFiles, float64(st.Files[t]), t)
+		}
+		counter(dFlightFail, float64(st.Failed))
+		counter(dFlightDrop, float64(st.Dropped))
 	}
 
 	c.owners(ch)

@@ -52,6 +52,14 @@ type StartObject struct {
 	Hooks       []stream.Hook     `json:"hooks"`
 	Notes       []string          `json:"notes,omitempty"`
 	DropReasons map[string]uint32 `json:"drop_reasons"`
+	// Trigger: a flight recording's replay says what made it be written.
+	Trigger *stream.Trigger `json:"trigger,omitempty"`
+}
+
+// NoticeObject is a notice: what the tool did beside tracing.
+type NoticeObject struct {
+	Type string `json:"type"` // notice
+	stream.Notice
 }
 
 // EventObject is every event type; fields that do not apply are omitted.
@@ -246,7 +254,7 @@ func (j *JSON) Start(info stream.Info) error {
 		BootID: info.BootID, PageSize: info.PageSize, TCPRmem: info.TCPRmem, TCPWmem: info.TCPWmem,
 		MaxOrphans: info.MaxOrphans, NetNS: info.NetNS, PIDs: info.PIDs, Comm: info.Comm, Cgroup: info.Cgroup,
 		Hooks: info.Hooks, Notes: info.Notes, DropReasons: info.DropReasons,
-		TCPMem: MemTriple{Pages: info.TCPMem},
+		TCPMem: MemTriple{Pages: info.TCPMem}, Trigger: info.Trigger,
 	}
 	for i, p := range info.TCPMem {
 		o.TCPMem.Bytes[i] = p * j.pageSize
@@ -296,6 +304,11 @@ func EventJSON(e *stream.Event) EventObject {
 
 // Event writes one event object.
 func (j *JSON) Event(e *stream.Event) error { return j.enc.Encode(EventJSON(e)) }
+
+// Notice writes a notice object.
+func (j *JSON) Notice(n *stream.Notice) error {
+	return j.enc.Encode(NoticeObject{Type: "notice", Notice: *n})
+}
 
 // Summary writes the summary object.
 func (j *JSON) Summary(info stream.Info, s aggregate.Summary) error {

@@ -14,6 +14,8 @@ type Sink interface {
 	// Start is written once every hook is attached.
 	Start(info stream.Info) error
 	Event(e *stream.Event) error
+	// Notice says what the tool did beside tracing (a flight recording).
+	Notice(n *stream.Notice) error
 	Summary(info stream.Info, s aggregate.Summary) error
 	Flush() error
 }
@@ -23,6 +25,7 @@ type Discard struct{}
 
 func (Discard) Start(stream.Info) error                      { return nil }
 func (Discard) Event(*stream.Event) error                    { return nil }
+func (Discard) Notice(*stream.Notice) error                  { return nil }
 func (Discard) Summary(stream.Info, aggregate.Summary) error { return nil }
 func (Discard) Flush() error                                 { return nil }
 

@@ -350,3 +350,37 @@ func TestContainerNames(t *testing.T) {
 		t.Errorf("JSON containers %+v, want the runtime's names of both", got)
 	}
 }
+
+// A flight recording's replay says why it was written; notices say where
+// files went, escaped in text, whole in JSON.
+func TestFlightTriggerAndNotices(t *testing.T) {
+	in := info()
+	in.Trigger = &stream.Trigger{Kind: stream.TriggerAbort, Time: t0, Detail: "TCP: out of memory\x1b[2J", From: t0.Add(-10 * time.Minute)}
+	n := &stream.Notice{Time: t0, Kind: stream.NoticeFlightWritten, Text: "flight recorder: wrote /var/tmp/tcpmem-x.tmtrec", File: "/var/tmp/tcpmem-x.tmtrec", Trigger: "abort"}
+	var txt bytes.Buffer
+	tx := NewText(&txt, ByPID)
+	if err := tx.Start(in); err != nil {
+		t.Fatal(err)
+	}
+	tx.Notice(n)
+	tx.Flush()
+	for _, want := range []string{"flight recording: triggered by abort at", `TCP: out of memory\x1b[2J`, "its counts run from", "wrote /var/tmp/tcpmem-x.tmtrec"} {
+		if !strings.Contains(txt.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, txt.String())
+		}
+	}
+	var js bytes.Buffer
+	j := NewJSON(&js)
+	j.Start(in)
+	j.Notice(n)
+	j.Flush()
+	lines := strings.Split(strings.TrimSpace(js.String()), "\n")
+	var start StartObject
+	var notice map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &start); err != nil || start.Trigger == nil || start.Trigger.Kind != "abort" || !start.Trigger.From.Equal(in.Trigger.From) {
+		t.Errorf("start %v: %+v", err, start.Trigger)
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &notice); err != nil || notice["type"] != "notice" || notice["file"] != n.File || notice["kind"] != n.Kind {
+		t.Errorf("notice %v: %v", err, notice)
+	}
+}

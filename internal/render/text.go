@@ -65,6 +65,10 @@ func (t *Text) Start(info stream.Info) error {
 	for _, n := range info.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
+	if tr := info.Trigger; tr != nil {
+		fmt.Fprintf(w, "flight recording: triggered by %s at %s (%s); its counts run from %s\n", tr.Kind,
+			tr.Time.Format("2006-01-02 15:04:05.000 MST"), termsafe.Name(tr.Detail), tr.From.Format("15:04:05"))
+	}
 	fmt.Fprintf(w, "Tracing TCP memory events... Hit Ctrl-C to end.\n\n")
 	fmt.Fprintf(w, lineFormat, "TIME", "PID", "COMM", "LADDR:LPORT", "RADDR:RPORT", "STATE", "EVENT", "DETAIL")
 	return w.Flush()
@@ -90,6 +94,12 @@ func WriteHooks(w io.Writer, hooks []stream.Hook) {
 
 // Event writes one line. Receive-side refusals are left to the summary:
 // each is the first half of a drop line that follows, or of a retry.
+// Notice writes a line saying what the tool did.
+func (t *Text) Notice(n *stream.Notice) error {
+	_, err := fmt.Fprintf(t.w, "%-12s %s\n", n.Time.Format("15:04:05.000"), termsafe.Name(n.Text))
+	return err
+}
+
 func (t *Text) Event(e *stream.Event) error {
 	if e.Kind == stream.KindRefusal && !e.Send {
 		return nil

@@ -34,6 +34,8 @@ type Frame struct {
 	// Ended: the source has no more records; Stopped is its error, if any.
 	Ended   bool
 	Stopped string
+	// Notice is the latest thing the tool did beside tracing.
+	Notice string
 }
 
 // Styles color the frame; a renderer without colors gives plain text.
@@ -238,6 +240,9 @@ func (s *screen) footer(f Frame) {
 	if f.Stopped != "" {
 		s.add(s.st.Bad.Render("stopped: " + termsafe.Name(f.Stopped)))
 	}
+	if f.Notice != "" {
+		s.add(s.st.Warn.Render(termsafe.Name(f.Notice)))
+	}
 	keys := "g group  s sort  p pause  / filter  ? help  q quit"
 	if e := f.Options.Editing; e != nil {
 		keys = "filter: " + termsafe.Name(*e) + "_   (enter: apply, esc: clear)"
@@ -299,6 +304,9 @@ func footer(f Frame) int {
 		n += len(helpLines)
 	}
 	if f.Stopped != "" {
+		n++
+	}
+	if f.Notice != "" {
 		n++
 	}
 	return n

@@ -29,6 +29,7 @@ type State struct {
 	// Queued is TCP memory queued per process (receive + send queues,
 	// bytes), from the snapshots that carry holders; nil when unknown.
 	Queued map[uint32]int64
+	notice string // the latest notice (a flight recording written)
 }
 
 // NewState starts an empty view of a trace.
@@ -39,6 +40,10 @@ func NewState(info stream.Info) *State {
 // Add folds one record in. Records point into reused memory: what is kept
 // is copied.
 func (s *State) Add(r stream.Record) {
+	if n := r.Notice; n != nil { // the latest stays on screen
+		s.notice = n.Time.Format("15:04:05") + " " + n.Text
+		return
+	}
 	s.agg.Add(r)
 	if e := r.Event; e != nil && e.Time.After(s.now) {
 		s.now = e.Time
@@ -134,6 +139,7 @@ func (s *State) Frame(o Options) Frame {
 			f.Pressure = false
 		}
 	}
+	f.Notice = s.notice
 	f.Rows = rows(sum, s.Queued, o)
 	for i := range sum.Owners {
 		f.Named = f.Named || sum.Owners[i].Container.Named()

@@ -147,3 +147,18 @@ func TestPodColumn(t *testing.T) {
 		t.Errorf("POD/CONTAINER head with no named container:\n%s", out)
 	}
 }
+
+// The latest notice stays on screen, at every size the view draws.
+func TestNoticeShown(t *testing.T) {
+	s := NewState(stream.Info{TCPMem: [3]int64{1, 2, 3}})
+	s.Add(stream.Record{Snapshot: snapshot(time.Unix(1, 0), 10, 0, 0)})
+	s.Add(stream.Record{Notice: &stream.Notice{Time: time.Unix(2, 0), Text: "flight recorder: wrote /tmp/tcpmem-x.tmtrec"}})
+	if out := Render(s.Frame(Options{Group: "process", Sort: "drops"}), 120, 30, plain()); !strings.Contains(out, "wrote /tmp/tcpmem-x.tmtrec") {
+		t.Errorf("notice not on screen:\n%s", out)
+	}
+	for h := 5; h <= 12; h++ {
+		if out := Render(s.Frame(Options{Group: "process", Sort: "drops"}), 40, h, plain()); strings.Count(out, "\n")+1 > h {
+			t.Errorf("height %d: %d lines", h, strings.Count(out, "\n")+1)
+		}
+	}
+}

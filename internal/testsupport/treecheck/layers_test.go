@@ -26,7 +26,7 @@ var layers = map[string]int{
 	"tracer": 3, "internal/record": 3, "internal/enrich": 3, // sources and the enrich stage
 	"internal/aggregate": 3, // the summary's fold
 
-	"internal/render": 4, "internal/tui": 4, "internal/metrics": 4, "internal/diagnose": 4, // consumers
+	"internal/render": 4, "internal/tui": 4, "internal/metrics": 4, "internal/diagnose": 4, "internal/flight": 4, // consumers
 
 	"cmd/tcpmemtrace": 5, // composes them
 }
@@ -34,7 +34,7 @@ var layers = map[string]int{
 // Packages that must not link the BPF library: a replay, the renderers,
 // the view and the metrics build without it.
 var noBPF = []string{"stream", "internal/record", "internal/aggregate", "internal/render", "internal/tui",
-	"internal/metrics", "internal/enrich", "internal/diagnose"}
+	"internal/metrics", "internal/enrich", "internal/diagnose", "internal/flight"}
 
 type pkg struct {
 	ImportPath string
