@@ -20,13 +20,14 @@ export BPF2GO_CFLAGS
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-generate: ## rebuild the BPF object and its Go bindings (clang 14, llvm-strip, libbpf-dev)
+generate: ## rebuild the BPF objects (amd64, arm64) and their Go bindings (clang 14, llvm-strip, libbpf-dev)
 	@$(CLANG) --version | grep -q 'clang version $(CLANG_VERSION)' || \
 		{ echo "make generate: needs clang $(CLANG_VERSION) (apt-get install clang llvm libbpf-dev on Debian 12), got: $$($(CLANG) --version | head -1)"; exit 1; }
 	go generate ./tracer/
 
+# git status, not git diff: an output for a new target is an untracked file.
 check-generate: generate ## fail if the committed BPF outputs differ from a fresh build
-	git diff --exit-code -- tracer/ || { echo "make generate changed committed files: commit its output"; exit 1; }
+	@test -z "$$(git status --porcelain -- 'tracer/bpf_*')" || { git status --short -- 'tracer/bpf_*'; echo "make generate changed committed files: commit its output"; exit 1; }
 
 build: ## build ./tcpmemtrace, static (no clang needed)
 	CGO_ENABLED=0 go build -o tcpmemtrace ./cmd/tcpmemtrace
