@@ -54,7 +54,7 @@ lint: ## go vet, gofmt and clang-format checks
 	@test -z "$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'))" || { gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'); echo "gofmt: run make format"; exit 1; }
 	@if command -v clang-format >/dev/null; then clang-format --dry-run -Werror bpf/*.c bpf/*.h; else echo "lint: clang-format not installed, C not checked"; fi
 
-test-kernels: ## the privileged tracer tests inside Debian's 6.1 and 6.12 kernels under qemu (root)
+test-kernels: ## the privileged tracer tests inside Debian's x86_64 5.10, 6.1, 6.12 and arm64 6.12 kernels under qemu (root)
 	test/kernels/run.sh
 
 bench-deps: ## install what make bench compares against (bpftrace, iperf3; Debian/Ubuntu, root)
