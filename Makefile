@@ -20,14 +20,15 @@ export BPF2GO_CFLAGS
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-generate: ## rebuild the BPF object, its Go bindings and the stream's constants (clang 14, llvm-strip, libbpf-dev)
+generate: ## rebuild the BPF objects (amd64, arm64), their Go bindings and the stream's constants (clang 14, llvm-strip, libbpf-dev)
 	@$(CLANG) --version | grep -q 'clang version $(CLANG_VERSION)' || \
 		{ echo "make generate: needs clang $(CLANG_VERSION) (apt-get install clang llvm libbpf-dev on Debian 12), got: $$($(CLANG) --version | head -1)"; exit 1; }
 	go generate ./tracer/
 	go generate ./stream/
 
+# git status, not git diff: an output for a new target is an untracked file.
 check-generate: generate ## fail if the committed generated files differ from a fresh build
-	git diff --exit-code -- tracer/ stream/ || { echo "make generate changed committed files: commit its output"; exit 1; }
+	@test -z "$$(git status --porcelain -- tracer/ stream/)" || { git status --short -- tracer/ stream/; git diff --stat -- tracer/ stream/; echo "make generate changed committed files: commit its output"; exit 1; }
 
 build: ## build ./tcpmemtrace, static (no clang needed)
 	CGO_ENABLED=0 go build -o tcpmemtrace ./cmd/tcpmemtrace
@@ -54,7 +55,7 @@ lint: ## go vet, gofmt and clang-format checks
 	@test -z "$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'))" || { gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'); echo "gofmt: run make format"; exit 1; }
 	@if command -v clang-format >/dev/null; then clang-format --dry-run -Werror bpf/*.c bpf/*.h; else echo "lint: clang-format not installed, C not checked"; fi
 
-test-kernels: ## the privileged tracer tests inside Debian's 6.1 and 6.12 kernels under qemu (root)
+test-kernels: ## the privileged tracer tests inside Debian's x86_64 5.10, 6.1, 6.12 and arm64 6.12 kernels under qemu (root)
 	test/kernels/run.sh
 
 bench-deps: ## install what make bench compares against (bpftrace, iperf3; Debian/Ubuntu, root)

@@ -203,7 +203,7 @@ func TestDockerfileBuildsStatic(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindStringSubmatch(string(gomod))
-	have := regexp.MustCompile(`(?m)^FROM golang:(\d+\.\d+)\S* AS build$`).FindStringSubmatch(df)
+	have := regexp.MustCompile(`(?m)^FROM (?:--platform=\S+ )?golang:(\d+\.\d+)\S* AS build$`).FindStringSubmatch(df)
 	if want == nil || have == nil || !versionAtLeast(have[1], want[1]) {
 		t.Errorf("builder image Go %v, go.mod asks %v", have, want)
 	}

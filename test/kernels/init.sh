@@ -18,7 +18,15 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
 for m in inet_diag tcp_diag; do
 	[ -f /modules/$m.ko ] && insmod /modules/$m.ko
 done
-echo; echo "TMT-KERNEL $(uname -r)"
+echo; echo "TMT-KERNEL $(uname -r) $(uname -m)"
+# TMT_FACTS=1: what this kernel offers the tracer, instead of the tests.
+if [ -n "$TMT_FACTS" ]; then
+	/tcpmemtrace --list-probes > /tmp/out 2>&1
+	/facts /bpf.o >> /tmp/out 2>&1
+	sed "s/^/TMT-FACT /" /tmp/out
+	echo "TMT-EXIT facts"
+	poweroff -f
+fi
 status=0
 for run in $TMT_RUNS; do
 	policy=${run%%:*}
