@@ -62,11 +62,52 @@ struct {
 	__type(value, __u8);
 } pid_filter SEC(".maps");
 
-static __always_inline struct owner *owner_of(const struct sock *sk)
+/* Listening sockets' owners by namespace and port: a connection waiting
+ * in the accept queue is its listener's until accept() stamps it. With
+ * SO_REUSEPORT the port's last listener stands for all of them: the same
+ * program, and nearly always the same cgroup. */
+struct listener_key {
+	__u32 netns;
+	__u16 port;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct listener_key);
+	__type(value, struct owner);
+} listeners SEC(".maps");
+
+static __always_inline struct listener_key listener_key_of(const struct sock *sk)
+{
+	struct listener_key k = {};
+
+	k.netns = sk_netns(sk);
+	k.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	return k;
+}
+
+/* The socket's stamped owner, for updating it; NULL when none. */
+static __always_inline struct owner *stamped_owner(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
-	struct owner *o = bpf_map_lookup_elem(&owners, &key);
 
+	return bpf_map_lookup_elem(&owners, &key);
+}
+
+/* Who an event on the socket is counted for: its stamped owner, else (not
+ * yet accepted) its listener's. Read only: the listener's record is
+ * shared. */
+static __always_inline struct owner *owner_of(const struct sock *sk)
+{
+	struct owner *o = stamped_owner(sk);
+	struct listener_key lk;
+
+	if (o)
+		return o;
+	lk = listener_key_of(sk);
+	o = bpf_map_lookup_elem(&listeners, &lk);
 	if (!o)
 		unowned_seen = 1;
 	return o;
@@ -169,6 +210,17 @@ static __always_inline void stamp_owner(const struct sock *sk)
 	bpf_get_current_comm(n.comm, sizeof(n.comm));
 	bpf_map_update_elem(&owners, &key, &n, BPF_ANY);
 	note_owner_tgid(tgid);
+}
+
+/* A listening socket's owner also stands for the connections waiting in
+ * its accept queue. */
+static __always_inline void stamp_listener(const struct sock *sk)
+{
+	struct listener_key lk = listener_key_of(sk);
+	struct owner *o = stamped_owner(sk);
+
+	if (o)
+		bpf_map_update_elem(&listeners, &lk, o, BPF_ANY);
 }
 
 /* The socket is gone: so is its owner, and any hand-over of it. */

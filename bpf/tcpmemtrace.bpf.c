@@ -418,10 +418,17 @@ int BPF_PROG(tp_inet_sock_set_state, const struct sock *sk, int oldstate, int ne
 
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	if (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN) {
+	if (newstate == TCP_SYN_SENT) {
 		stamp_owner(sk);
+	} else if (newstate == TCP_LISTEN) {
+		stamp_owner(sk);
+		stamp_listener(sk);
+	} else if (oldstate == TCP_LISTEN) {
+		struct listener_key lk = listener_key_of(sk);
+
+		bpf_map_delete_elem(&listeners, &lk);
 	} else if (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) {
-		o = owner_of(sk);
+		o = stamped_owner(sk);
 		if (o && !o->closed_ns)
 			o->closed_ns = bpf_ktime_get_boot_ns();
 	}

@@ -103,6 +103,13 @@ type bpfLastRefusal struct {
 	Allocated int64
 }
 
+type bpfListenerKey struct {
+	_     structs.HostLayout
+	Netns uint32
+	Port  uint16
+	Pad   uint16
+}
+
 type bpfOwner struct {
 	_           structs.HostLayout
 	CgroupId    uint64
@@ -143,6 +150,7 @@ const (
 	bpfMapExitedOwners                 = "exited_owners"
 	bpfMapHandovers                    = "handovers"
 	bpfMapLastRefusal                  = "last_refusal"
+	bpfMapListeners                    = "listeners"
 	bpfMapOwnerTgids                   = "owner_tgids"
 	bpfMapOwnerTotals                  = "owner_totals"
 	bpfMapOwners                       = "owners"
@@ -260,6 +268,7 @@ type bpfMapSpecs struct {
 	ExitedOwners *ebpf.MapSpec `ebpf:"exited_owners"`
 	Handovers    *ebpf.MapSpec `ebpf:"handovers"`
 	LastRefusal  *ebpf.MapSpec `ebpf:"last_refusal"`
+	Listeners    *ebpf.MapSpec `ebpf:"listeners"`
 	OwnerTgids   *ebpf.MapSpec `ebpf:"owner_tgids"`
 	OwnerTotals  *ebpf.MapSpec `ebpf:"owner_totals"`
 	Owners       *ebpf.MapSpec `ebpf:"owners"`
@@ -311,6 +320,7 @@ type bpfMaps struct {
 	ExitedOwners *ebpf.Map `ebpf:"exited_owners"`
 	Handovers    *ebpf.Map `ebpf:"handovers"`
 	LastRefusal  *ebpf.Map `ebpf:"last_refusal"`
+	Listeners    *ebpf.Map `ebpf:"listeners"`
 	OwnerTgids   *ebpf.Map `ebpf:"owner_tgids"`
 	OwnerTotals  *ebpf.Map `ebpf:"owner_totals"`
 	Owners       *ebpf.Map `ebpf:"owners"`
@@ -325,6 +335,7 @@ func (m *bpfMaps) Close() error {
 		m.ExitedOwners,
 		m.Handovers,
 		m.LastRefusal,
+		m.Listeners,
 		m.OwnerTgids,
 		m.OwnerTotals,
 		m.Owners,

@@ -16,7 +16,8 @@ type dump struct {
 	kind   string
 	window []stream.Record
 	base   *stream.Snapshot // counts are written since this one
-	until  time.Time
+	until  time.Time // extended by later triggers, never past latest
+	latest time.Time
 	live   chan stream.Record
 
 	mu      sync.Mutex

@@ -31,7 +31,9 @@ type Options struct {
 	// size); the older records go first.
 	Window   time.Duration
 	MaxBytes int64
-	// After is how long a file goes on after its trigger.
+	// After is how long a file goes on after its trigger, and after each
+	// later trigger while it is written (an incident that goes on), up to
+	// 10 times After or Window past its first trigger, whichever is more.
 	After time.Duration
 	// HoldOff is how long after a file ends triggers are ignored: a long
 	// incident gives one file, not hundreds.
@@ -135,7 +137,14 @@ func (r *Recorder) Add(rec stream.Record) {
 		}
 	}
 	r.push(rec, at)
-	if kind, detail := r.trigger(rec, at); kind != "" && r.dump == nil && !at.Before(r.quietTo) {
+	kind, detail := r.trigger(rec, at)
+	switch {
+	case kind == "":
+	case r.dump != nil: // the incident goes on: so does its file
+		if end := at.Add(r.o.After); end.After(r.dump.until) && !end.After(r.dump.latest) {
+			r.dump.until = end
+		}
+	case !at.Before(r.quietTo):
 		r.startDump(kind, detail, at)
 	}
 }
@@ -284,8 +293,9 @@ func (r *Recorder) startDump(kind, detail string, at time.Time) {
 	r.mu.Unlock()
 	window := append([]stream.Record(nil), r.ring[r.head:]...)
 	r.dump = newDump(w, path, kind, window, r.base, r.o.Queue, at.Add(r.o.After))
+	r.dump.latest = at.Add(10 * max(r.o.After, r.o.Window))
 	r.notify(stream.Notice{Time: at, Kind: stream.NoticeFlightStarted, File: path, Trigger: kind,
-		Text: fmt.Sprintf("flight recorder: %s (%s); writing %s from %s to %s", kind, detail, path,
+		Text: fmt.Sprintf("flight recorder: %s (%s); writing %s from %s to at least %s", kind, detail, path,
 			from.UTC().Format(time.TimeOnly), at.Add(r.o.After).UTC().Format(time.TimeOnly))})
 	r.wg.Add(1)
 	go func(d *dump) {

@@ -206,6 +206,31 @@ func TestAbortsWithoutEvents(t *testing.T) {
 	}
 }
 
+// An incident that goes on keeps its file going: a trigger while a file is
+// written extends it by After.
+func TestIncidentExtendsItsFile(t *testing.T) {
+	dir := t.TempDir()
+	r, err := New(stream.Info{Start: t0}, options(dir)) // After 5s
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &trace{}
+	for s := 1; s <= 40; s++ {
+		tr.second(s, s == 10 || s == 14 || s == 18) // each within 5s of the last
+	}
+	for _, rec := range tr.records {
+		r.Add(rec)
+	}
+	r.Close()
+	got := files(t, dir)
+	if len(got) != 1 {
+		t.Fatalf("files %v, want one for the whole incident", got)
+	}
+	if _, evs, tot := replay(t, got[0]); len(evs) != 3 || tot.Events[stream.MemAborts] != 3 {
+		t.Errorf("%d events, %d aborts: want all three of the incident", len(evs), tot.Events[stream.MemAborts])
+	}
+}
+
 // Drops above the rate, between two snapshots, trigger a file.
 func TestDropRateTrigger(t *testing.T) {
 	dir := t.TempDir()

@@ -41,7 +41,7 @@ for run in $TMT_RUNS; do
 	[ $rc -eq 0 ] || status=1
 done
 # The command's end-to-end tests (the real binary, attribution, filters), once.
-TCPMEMTRACE_BINARY=/tcpmemtrace /cmd.test -test.v -test.count=1 -test.timeout=20m > /tmp/out 2>&1
+TCPMEMTRACE_BINARY=/tcpmemtrace /cmd.test -test.v -test.count=1 -test.timeout=20m -test.run "$TMT_E2E" > /tmp/out 2>&1
 rc=$?
 sed "s/^/TMT-TEST e2e /" /tmp/out
 echo "TMT-RUN e2e rc=$rc"

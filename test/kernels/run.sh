@@ -14,13 +14,16 @@
 #   TMT_XFAIL     kernels whose failure is shown but does not fail the run
 #   TMT_JOBS      guests at once (default 1; see the schedule below)
 #   TMT_TESTS     the tracer tests to run (-test.run)
+#   TMT_E2E       the command's tests to run (-test.run): those that meet the
+#                 kernel; the rest (input, files, terminals) are the host's
 #   TMT_LOGS      keep the guests' serial logs in this directory
 #   TMT_FACTS=1   no tests: report what each kernel offers the tracer
 #                 (test/kernels/facts: programs, fexit/tp_btf targets, helpers)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${TCPMEMTRACE_KERNEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tcpmemtrace/kernels}
-tests=${TMT_TESTS:-TestOutOfMemoryAborts|TestTooManyOrphans|TestRcvbufDrops|TestPressureOnly|TestMemcgLimitedDrops}
+tests=${TMT_TESTS:-TestOutOfMemoryAborts|TestTooManyOrphans|TestRcvbufDrops|TestPressureOnly|TestMemcgLimitedDrops|TestHandOver}
+e2e=${TMT_E2E:-EndToEnd|TestListProbes|TestRecordAndReplay|TestPreexistingConnections|TestSigtermDetaches|TestUnknownNetns|TestFlightRecorder}
 mirror=${TMT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security=${TMT_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
 mkdir -p "$cache"
@@ -255,7 +258,7 @@ guest() { # kernel
 	# shellcheck disable=SC2086 # ${qemu[$a]} is a command line
 	timeout 45m ${qemu[$a]} -m 1G -smp 2 -nographic -no-reboot -nic none \
 		-kernel "$i" -initrd "$initrd" \
-		-append "console=${console[$a]} quiet panic=-1 TMT_RUNS=\"${runs[$k]}\" TMT_TESTS=$tests TMT_FACTS=${TMT_FACTS:-}" \
+		-append "console=${console[$a]} quiet panic=-1 TMT_RUNS=\"${runs[$k]}\" TMT_TESTS=$tests TMT_E2E=$e2e TMT_FACTS=${TMT_FACTS:-}" \
 		< /dev/null > "$log" 2>&1 || true
 	tr -d '\r' < "$log" > "$log.txt"
 	{
@@ -313,9 +316,19 @@ fail=0
 declare -A running=() # pid -> kernel
 reap() { # wait for one guest, show it
 	local pid
-	wait -n -p pid "${!running[@]}" || fail=1
-	show "${running[$pid]}"
-	unset "running[$pid]"
+	# Polled rather than wait -n -p, which once lost track of a guest here
+	# ("pid: command not found") and ended the script under the others.
+	while :; do
+		for pid in "${!running[@]}"; do
+			if ! kill -0 "$pid" 2>/dev/null; then
+				wait "$pid" || fail=1
+				show "${running[$pid]}"
+				unset "running[$pid]"
+				return
+			fi
+		done
+		sleep 1
+	done
 }
 for k in "${queue[@]}"; do
 	[ "${#running[@]}" -lt "$jobs" ] || reap
