@@ -16,7 +16,7 @@ type dump struct {
 	kind   string
 	window []stream.Record
 	base   *stream.Snapshot // counts are written since this one
-	until  time.Time // extended by later triggers, never past latest
+	until  time.Time        // extended by later triggers, never past latest
 	latest time.Time
 	live   chan stream.Record
 
