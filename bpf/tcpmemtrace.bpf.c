@@ -90,8 +90,36 @@ static __always_inline void handle_abort(const struct sock *sk, __u32 reason)
 
 /* A memory drop of slot (a tracked reason): counted by protocol, with its
  * socket, owner and cause when the kernel gives the socket. */
+/* Exact drop counts by place (kfree_skb's location), for the summary;
+ * the places are few: the drop sites of the tracked reasons. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct drop_place);
+	__type(value, __u64);
+} drop_places SEC(".maps");
+
+static __always_inline void count_place(__u64 location, __u8 proto, __u8 slot)
+{
+	struct drop_place k = {.location = location, .proto = proto, .slot = slot};
+	__u64 one = 1, *n;
+
+	n = bpf_map_lookup_elem(&drop_places, &k);
+	if (n) {
+		add(n, 1);
+		return;
+	}
+	/* Another CPU may have made it meanwhile: then add to it. */
+	if (bpf_map_update_elem(&drop_places, &k, &one, BPF_NOEXIST)) {
+		n = bpf_map_lookup_elem(&drop_places, &k);
+		if (n)
+			add(n, 1);
+	}
+}
+
 static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, __u8 slot,
-				      const struct sock *sk, bool trusted, bool from_kfree)
+				      const struct sock *sk, bool trusted, __u64 location,
+				      bool from_kfree)
 {
 	__u8 cause = DROP_CAUSE_UNKNOWN;
 	struct owner *o = NULL;
@@ -128,6 +156,8 @@ static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, _
 	proto = tcp ? DROP_PROTO_TCP : DROP_PROTO_OTHER;
 	COUNT(c, oc, drops[proto][slot], 1);
 	COUNT(c, oc, drop_bytes[proto][slot], len);
+	if (location)
+		count_place(location, proto, slot);
 	if (sk && tcp) {
 		sample_pressure(sk);
 		/* The drops where TCP refused memory to arriving data: their
@@ -144,6 +174,7 @@ static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, _
 	e->cause = cause;
 	e->detail = slot;
 	e->reason = reason;
+	e->location = location;
 	e->len = len;
 	e->truesize = skb->truesize;
 	if (sk && tcp) {
@@ -162,7 +193,7 @@ static __always_inline int count_drop(const struct sk_buff *skb, __u32 reason, _
  * the reason is one we count. With has_rx_sk (6.11+) the socket is rx_sk,
  * a trusted argument, or none: every memory drop with a socket passes it,
  * and one instance of count_drop halves the verifier's work at load. */
-static __always_inline int handle_drop(const struct sk_buff *skb, __u32 reason,
+static __always_inline int handle_drop(const struct sk_buff *skb, void *location, __u32 reason,
 				       const struct sock *rx_sk, bool has_rx_sk)
 {
 	__u8 slot;
@@ -176,8 +207,8 @@ static __always_inline int handle_drop(const struct sk_buff *skb, __u32 reason,
 	if (!slot)
 		return 0;
 	if (has_rx_sk)
-		return count_drop(skb, reason, slot, rx_sk, true, true);
-	return count_drop(skb, reason, slot, skb->sk, false, true);
+		return count_drop(skb, reason, slot, rx_sk, true, (__u64)location, true);
+	return count_drop(skb, reason, slot, skb->sk, false, (__u64)location, true);
 }
 
 /* An allocation refused by the global limits or the memory cgroup. */
@@ -293,14 +324,14 @@ SEC("tp_btf/kfree_skb")
 int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
 	     struct sock *rx_sk)
 {
-	return handle_drop(skb, reason, rx_sk, true);
+	return handle_drop(skb, location, reason, rx_sk, true);
 }
 
 /* 5.17-6.10: no rx_sk; skb->sk or the IP header tell the socket/protocol. */
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(tp_kfree_skb_norxsk, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	return handle_drop(skb, reason, NULL, false);
+	return handle_drop(skb, location, reason, NULL, false);
 }
 
 /*
@@ -324,7 +355,7 @@ int BPF_PROG(fexit_tcp_try_rmem_schedule, struct sock *sk, struct sk_buff *skb, 
 	bpf_probe_read_kernel(&seq, sizeof(seq), skb->cb); /* TCP_SKB_CB(skb)->seq */
 	if ((__s32)(seq - tp->rcv_nxt) <= 0 && !sk->sk_receive_queue.qlen)
 		return 0;
-	count_drop(skb, CFG.reason_proto_mem, DROP_SLOT_PROTO_MEM, sk, true, false);
+	count_drop(skb, CFG.reason_proto_mem, DROP_SLOT_PROTO_MEM, sk, true, 0, false);
 	return 0;
 }
 
@@ -341,7 +372,7 @@ int BPF_PROG(fexit_tcp_add_backlog, struct sock *sk, struct sk_buff *skb, void *
 		return 0;
 	bpf_probe_read_kernel(&r, sizeof(r), (void *)reason_ptr);
 	if (r == CFG.reason_socket_backlog)
-		count_drop(skb, r, DROP_SLOT_SOCKET_BACKLOG, sk, true, false);
+		count_drop(skb, r, DROP_SLOT_SOCKET_BACKLOG, sk, true, 0, false);
 	return 0;
 }
 
@@ -360,7 +391,7 @@ int BPF_PROG(fexit_tcp_add_backlog_noreason, struct sock *sk, struct sk_buff *sk
 	    BPF_CORE_READ_BITFIELD(skb, csum_complete_sw) &&
 	    !BPF_CORE_READ_BITFIELD(skb, csum_valid))
 		return 0;
-	count_drop(skb, 0, DROP_SLOT_SOCKET_BACKLOG, sk, true, false);
+	count_drop(skb, 0, DROP_SLOT_SOCKET_BACKLOG, sk, true, 0, false);
 	return 0;
 }
 

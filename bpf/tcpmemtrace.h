@@ -167,6 +167,14 @@ struct config {
 	__u8 socket_cookie_helper;
 };
 
+/* Memory drops counted by where the kernel freed the packet. */
+struct drop_place {
+	__u64 location; /* kfree_skb's location */
+	__u8 proto; /* enum drop_proto */
+	__u8 slot; /* enum drop_slot */
+	__u8 pad[6];
+};
+
 /* One sampled record in the ringbuf. */
 struct event {
 	__u64 ts_boot_ns;
@@ -178,6 +186,8 @@ struct event {
 	__u64 sk_cgroup_id; /* the socket's own cgroup v2 id (its creator's) */
 	__u64 memcg_id; /* the socket's memory cgroup, 0 when not charged */
 	__u64 closed_ns; /* the owner's close()/shutdown(), boot ns; 0 if not closed */
+	__u64 location; /* drop: the kernel code that freed the skb (kfree_skb's location), 0 if not
+			   given */
 	__u32 tgid; /* owner; 0 when unknown */
 	__u32 cur_tgid; /* task that ran the hook */
 	__u32 netns; /* network namespace inode */

@@ -163,6 +163,19 @@ type Totals struct {
 	// counts they would have been in (Hook.Event names); nil when none.
 	MissedRuns uint64            `json:"missed_runs"`
 	Missed     map[string]uint64 `json:"missed_runs_by_event,omitempty"`
+	// Places are the memory drops by where the kernel freed the packets,
+	// exact; none where the kernel gives no location (before 5.17, and
+	// TCP's drops before 6.11).
+	Places []Place `json:"drops_by_place,omitempty"`
+}
+
+// Place is one place in the kernel that drops packets for memory.
+type Place struct {
+	Addr     uint64 `json:"-"`     // kfree_skb's location, as the source gives it
+	Name     string `json:"place"` // function+0xoffset; "" until named
+	Reason   string `json:"reason"`
+	Protocol string `json:"protocol"` // tcp, other
+	Drops    uint64 `json:"drops"`
 }
 
 // OwnerCounts are one owner's exact counts. An owner is a process in a
@@ -322,11 +335,12 @@ type totalsTail struct {
 	Unsampled        uint64            `json:"unsampled"`
 	MissedRuns       uint64            `json:"missed_runs"`
 	Missed           map[string]uint64 `json:"missed_runs_by_event,omitempty"`
+	Places           []Place           `json:"drops_by_place,omitempty"`
 }
 
 // MarshalJSON writes the counts, then the totals' own fields.
 func (t Totals) MarshalJSON() ([]byte, error) {
-	return ObjectWithCounts(nil, &t.Counts, totalsTail{t.PressureEpisodes, t.LostSamples, t.Unsampled, t.MissedRuns, t.Missed})
+	return ObjectWithCounts(nil, &t.Counts, totalsTail{t.PressureEpisodes, t.LostSamples, t.Unsampled, t.MissedRuns, t.Missed, t.Places})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
@@ -339,6 +353,7 @@ func (t *Totals) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	t.PressureEpisodes, t.LostSamples, t.Unsampled, t.MissedRuns, t.Missed = tail.PressureEpisodes, tail.LostSamples, tail.Unsampled, tail.MissedRuns, tail.Missed
+	t.Places = tail.Places
 	return nil
 }
 
@@ -387,6 +402,19 @@ func (s *Snapshot) Since(base *Snapshot) Snapshot {
 		for k, v := range s.Totals.Missed {
 			if d := v - base.Totals.Missed[k]; d > 0 {
 				out.Totals.Missed[k] = d
+			}
+		}
+	}
+	if s.Totals.Places != nil {
+		type key struct{ name, reason, proto string }
+		was := map[key]uint64{}
+		for _, p := range base.Totals.Places {
+			was[key{p.Name, p.Reason, p.Protocol}] += p.Drops
+		}
+		out.Totals.Places = nil
+		for _, p := range s.Totals.Places {
+			if p.Drops -= was[key{p.Name, p.Reason, p.Protocol}]; p.Drops > 0 {
+				out.Totals.Places = append(out.Totals.Places, p)
 			}
 		}
 	}

@@ -51,6 +51,11 @@ type Event struct {
 	Truesize   uint32
 	Mem        Mem
 	PressureID uint64 // jiffies at the start of the pressure episode in force, 0 if none
+	// Location is where the kernel freed a dropped packet (kfree_skb's
+	// location): LocationAddr as the source gives it, Location named
+	// function+0xoffset; both empty where the kernel gives none.
+	LocationAddr uint64
+	Location     string
 	// Holders (pressure_enter, live only): the processes whose sockets held
 	// the most TCP memory as the episode began, in every network namespace.
 	Holders []Holder

@@ -50,6 +50,14 @@ type bpfCounts struct {
 	DropCauses [8]uint64
 }
 
+type bpfDropPlace struct {
+	_        structs.HostLayout
+	Location uint64
+	Proto    uint8
+	Slot     uint8
+	Pad      [6]uint8
+}
+
 type bpfEvent struct {
 	_          structs.HostLayout
 	TsBootNs   uint64
@@ -61,6 +69,7 @@ type bpfEvent struct {
 	SkCgroupId uint64
 	MemcgId    uint64
 	ClosedNs   uint64
+	Location   uint64
 	Tgid       uint32
 	CurTgid    uint32
 	Netns      uint32
@@ -146,6 +155,7 @@ type bpfOwnerStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	bpfMapDropPlaces                   = "drop_places"
 	bpfMapEvents                       = "events"
 	bpfMapExitedOwners                 = "exited_owners"
 	bpfMapHandovers                    = "handovers"
@@ -264,6 +274,7 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
+	DropPlaces   *ebpf.MapSpec `ebpf:"drop_places"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	ExitedOwners *ebpf.MapSpec `ebpf:"exited_owners"`
 	Handovers    *ebpf.MapSpec `ebpf:"handovers"`
@@ -316,6 +327,7 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
+	DropPlaces   *ebpf.Map `ebpf:"drop_places"`
 	Events       *ebpf.Map `ebpf:"events"`
 	ExitedOwners *ebpf.Map `ebpf:"exited_owners"`
 	Handovers    *ebpf.Map `ebpf:"handovers"`
@@ -331,6 +343,7 @@ type bpfMaps struct {
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
+		m.DropPlaces,
 		m.Events,
 		m.ExitedOwners,
 		m.Handovers,

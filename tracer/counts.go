@@ -58,6 +58,31 @@ func readTotals(m *ebpf.Map, progs []attached) (stream.Totals, error) {
 	return t, nil
 }
 
+// readPlaces reads the drops by place: addresses only, named by the
+// enrich stage. Sorted, most first, so that snapshots compare.
+func readPlaces(m *ebpf.Map) ([]stream.Place, error) {
+	var (
+		k   bpfDropPlace
+		n   uint64
+		out []stream.Place
+	)
+	it := m.Iterate()
+	for it.Next(&k, &n) {
+		out = append(out, stream.Place{Addr: k.Location, Reason: stream.Reason(k.Slot % stream.NumReasons).String(),
+			Protocol: stream.Proto(k.Proto % stream.NumProtos).String(), Drops: n})
+	}
+	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, fmt.Errorf("reading drops by place: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Drops != out[j].Drops {
+			return out[i].Drops > out[j].Drops
+		}
+		return out[i].Addr < out[j].Addr
+	})
+	return out, nil
+}
+
 // readOwners reads the per-owner counts: ids and command names only.
 func readOwners(m *ebpf.Map) ([]stream.OwnerCounts, error) {
 	var (

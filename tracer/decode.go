@@ -69,6 +69,7 @@ func (d *decoder) decode(raw []byte, ev *stream.Event) error {
 		if slot == stream.ReasonProtoMem && s.IsTCP() && r.Cause < stream.NumDropCauses {
 			ev.DropCause = stream.DropCause(r.Cause).String()
 		}
+		ev.LocationAddr = r.Location
 	case stream.KindRefusal:
 		ev.Send = r.Detail == 0
 	}

@@ -108,11 +108,12 @@ func (t *Tracer) emitSnapshot(final bool, fn func(stream.Record) error) error {
 	return fn(stream.Record{Snapshot: &snap})
 }
 
-// lastCounts is the last snapshot's counts, whose owners need not be read
-// again while the totals have not moved.
+// lastCounts is the last snapshot's counts, whose owners and places need
+// not be read again while the totals have not moved.
 type lastCounts struct {
 	totals stream.Totals
 	owners []stream.OwnerCounts
+	places []stream.Place
 	valid  bool
 }
 
@@ -121,14 +122,18 @@ func (t *Tracer) snapshot(final bool) (stream.Snapshot, error) {
 	if err != nil {
 		return stream.Snapshot{}, err
 	}
-	owners := t.last.owners
+	owners, places := t.last.owners, t.last.places
 	if !t.last.valid || tot.Counts != t.last.totals.Counts {
 		if owners, err = t.Owners(); err != nil {
 			return stream.Snapshot{}, err
 		}
 		owners = withUnknownOwner(owners, &tot.Counts)
-		t.last = lastCounts{totals: tot, owners: owners, valid: true}
+		if places, err = t.Places(); err != nil {
+			return stream.Snapshot{}, err
+		}
+		t.last = lastCounts{totals: tot, owners: owners, places: places, valid: true}
 	}
+	tot.Places = places
 	if !final && t.unownedSeen() {
 		t.settle.request()
 	}

@@ -192,6 +192,11 @@ func (t *Tracer) Totals() (stream.Totals, error) {
 	return readTotals(t.coll.Maps[bpfMapTotals], t.progs)
 }
 
+// Places reads the drops by place now.
+func (t *Tracer) Places() ([]stream.Place, error) {
+	return readPlaces(t.coll.Maps[bpfMapDropPlaces])
+}
+
 // Owners reads the exact per-owner counts now.
 func (t *Tracer) Owners() ([]stream.OwnerCounts, error) {
 	return readOwners(t.coll.Maps[bpfMapOwnerTotals])
