@@ -178,10 +178,33 @@ type Holder struct {
 	// The process's cgroup v2 and container, when known.
 	CgroupPath string     `json:"cgroup,omitempty"`
 	Container  *Container `json:"container,omitempty"`
+	// Its stalled sockets (unread data waits, nothing new has arrived for
+	// a while: sockdiag's StallAge): how many, what their receive queues
+	// hold, and the shortest of their stall ages in milliseconds, so it
+	// has read none of them for at least that long.
+	StalledSockets int    `json:"stalled_sockets,omitempty"`
+	StalledBytes   uint64 `json:"stalled_bytes,omitempty"`
+	StalledMs      uint64 `json:"stalled_ms,omitempty"`
 }
 
 // Queued is what the holder's sockets' queues hold, in bytes.
 func (h *Holder) Queued() uint64 { return h.RecvBytes + h.SendBytes }
+
+// StallAge is how long the holder has read none of its stalled sockets.
+func (h *Holder) StallAge() time.Duration { return time.Duration(h.StalledMs) * time.Millisecond }
+
+// StalledSocket is a socket whose owner has not read it for a while.
+type StalledSocket struct {
+	Cookie uint64 `json:"cookie"` // the socket's, as in events
+	Process
+	Bytes     uint64 `json:"queued_bytes"` // its receive queue, as charged
+	StalledMs uint64 `json:"stalled_ms"`   // since data last arrived
+}
+
+// StallAge is how long the socket's data has waited with nothing new.
+func (s *StalledSocket) StallAge() time.Duration {
+	return time.Duration(s.StalledMs) * time.Millisecond
+}
 
 // State is a TCP state (include/net/tcp_states.h).
 type State uint8

@@ -75,6 +75,9 @@ type Snapshot struct {
 	// Holders hold the most TCP memory in their sockets' queues now (as ss
 	// -tmp sees it), most first; nil when not looked at this time.
 	Holders []Holder `json:",omitempty"`
+	// Stalled are the stalled sockets that look found, the 50 holding the
+	// most memory first.
+	Stalled []StalledSocket `json:",omitempty"`
 }
 
 // Global is the protocol-wide state, sampled from /proc.

@@ -36,6 +36,19 @@ type Summary struct {
 	KernelLog *KernelLog
 	// Episodes is the pressure timeline, oldest first.
 	Episodes []*Episode
+	// Stalled is what the last look that found stalled sockets saw (a
+	// snapshot's holders: the final one always looks); nil when none did.
+	Stalled *Stalled
+}
+
+// Stalled is who had stopped reading, as one look (sock_diag) saw it.
+type Stalled struct {
+	Time time.Time
+	// Holders are the processes with stalled sockets, the most memory in
+	// them first.
+	Holders []stream.Holder
+	// Sockets are the stalled sockets, the most memory first (at most 50).
+	Sockets []stream.StalledSocket
 }
 
 // Episode is one stretch of global TCP memory pressure.
@@ -86,6 +99,9 @@ type SocketStats struct {
 	Events   uint64
 	Counts   stream.Counts
 	Last     time.Time
+	// StalledMs is how long its owner had not read it, in milliseconds,
+	// when Summary.Stalled was seen; 0 when it was not stalled then.
+	StalledMs uint64
 }
 
 // Activity orders sockets and owners: aborts, then drops, then refusals.
@@ -129,7 +145,23 @@ func (a *Aggregator) Add(r stream.Record) {
 		a.s.Owners = sn.Owners
 		a.s.End = sn.Time
 		a.peak(sn.Global.MemPages, sn.Global.TCPMem)
+		a.stalled(sn)
 	}
+}
+
+// stalled keeps the snapshot's look when it found stalled sockets.
+func (a *Aggregator) stalled(sn *stream.Snapshot) {
+	st := &Stalled{Time: sn.Time, Sockets: append([]stream.StalledSocket(nil), sn.Stalled...)}
+	for _, h := range sn.Holders {
+		if h.StalledSockets > 0 {
+			st.Holders = append(st.Holders, h)
+		}
+	}
+	if len(st.Sockets) == 0 && len(st.Holders) == 0 {
+		return
+	}
+	sort.SliceStable(st.Holders, func(i, j int) bool { return st.Holders[i].StalledBytes > st.Holders[j].StalledBytes })
+	a.s.Stalled = st
 }
 
 func (a *Aggregator) peak(pages int64, limits [3]int64) {
@@ -222,8 +254,18 @@ func (a *Aggregator) SetKernelLog(c kmsg.Counts) {
 // Summary returns the summary so far: owners and sockets most active first.
 func (a *Aggregator) Summary() Summary {
 	s := a.s
+	var stalledMs map[uint64]uint64
+	if s.Stalled != nil {
+		stalledMs = make(map[uint64]uint64, len(s.Stalled.Sockets))
+		for _, so := range s.Stalled.Sockets {
+			stalledMs[so.Cookie] = so.StalledMs
+		}
+	}
 	s.Sockets = make([]*SocketStats, 0, len(a.sockets))
 	for _, st := range a.sockets {
+		if st.Cookie != 0 { // events and sock_diag name a socket by the same cookie
+			st.StalledMs = stalledMs[st.Cookie]
+		}
 		s.Sockets = append(s.Sockets, st)
 	}
 	sort.Slice(s.Sockets, func(i, j int) bool {

@@ -100,3 +100,49 @@ func TestSocketsFromEvents(t *testing.T) {
 		t.Errorf("dropping socket %+v", d)
 	}
 }
+
+// A socket's stall age comes from the last look that found stalled
+// sockets, joined by cookie; a look that found none keeps the one before;
+// holders that read are not listed as stalled.
+func TestStalledFromTheLastLook(t *testing.T) {
+	a := New(time.Unix(0, 0))
+	for _, cookie := range []uint64{5, 6} {
+		e := stream.Event{Kind: stream.KindDrop, Reason: "PROTO_MEM", Socket: stream.Socket{Cookie: cookie, Family: 2, Protocol: 6,
+			Src: netip.MustParseAddrPort("127.0.0.1:1"), Dst: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(cookie))}}
+		a.Add(stream.Record{Event: &e})
+	}
+	nginx := stream.Process{PID: 4242, Comm: "nginx"}
+	look := func(sec int64, ms uint64, holders ...stream.Holder) {
+		sn := stream.Snapshot{Time: time.Unix(sec, 0), Holders: holders}
+		if ms > 0 {
+			sn.Stalled = []stream.StalledSocket{{Cookie: 5, Process: nginx, Bytes: 4 << 20, StalledMs: ms}}
+		}
+		a.Add(stream.Record{Snapshot: &sn})
+	}
+	reader := stream.Holder{Process: stream.Process{PID: 7, Comm: "curl"}, Sockets: 1, RecvBytes: 8 << 20}
+	stalled := func(ms uint64) stream.Holder {
+		return stream.Holder{Process: nginx, Sockets: 2, RecvBytes: 5 << 20, StalledSockets: 1, StalledBytes: 4 << 20, StalledMs: ms}
+	}
+	if s := a.Summary(); s.Stalled != nil || s.Sockets[0].StalledMs != 0 || s.Sockets[1].StalledMs != 0 {
+		t.Fatalf("stalled before any look: %+v", s.Stalled)
+	}
+	look(1, 10000, reader, stalled(10000))
+	look(2, 0, reader) // nobody stalled then: the earlier look stays
+	check := func(at int64, ms uint64) {
+		t.Helper()
+		s := a.Summary()
+		st := s.Stalled
+		if st == nil || !st.Time.Equal(time.Unix(at, 0)) || len(st.Holders) != 1 || st.Holders[0].PID != 4242 || st.Holders[0].StalledMs != ms ||
+			len(st.Sockets) != 1 {
+			t.Fatalf("stalled %+v", st)
+		}
+		for _, so := range s.Sockets {
+			if want := map[uint64]uint64{5: ms}[so.Cookie]; so.StalledMs != want {
+				t.Errorf("socket %d: stalled %d ms, want %d", so.Cookie, so.StalledMs, want)
+			}
+		}
+	}
+	check(1, 10000)
+	look(3, 13000, stalled(13000), reader)
+	check(3, 13000)
+}

@@ -83,6 +83,9 @@ type SocketMem struct {
 	Mem    sockdiag.MemInfo `json:"skmem"`
 	Queued uint64           `json:"queued_bytes"`
 	Owner  *Owner           `json:"owner,omitempty"` // nil: no process holds it (orphan)
+	// StalledMs is how long unread data has waited with nothing new
+	// arriving (sockdiag's StallAge); absent when the socket is not stalled.
+	StalledMs uint64 `json:"stalled_ms,omitempty"`
 }
 
 // Label is the place as people name it: the container by its runtime's
@@ -182,6 +185,9 @@ func Analyze(in *Input, top int) Report {
 		for _, s := range ns.Sockets {
 			sm := SocketMem{NetNS: ns.Inode, Src: s.Src, Dst: s.Dst, State: stateNames[s.State], RecvQ: s.RecvQ,
 				SendQ: s.SendQ, Mem: s.Mem, Queued: s.Mem.Queued()}
+			if age, stalled := s.StallAge(); stalled {
+				sm.StalledMs = uint64(age.Milliseconds())
+			}
 			if p, ok := in.Owners[s.Inode]; ok && s.Inode != 0 {
 				sm.Owner = &Owner{p, in.Places[p.PID]}
 			}
@@ -255,24 +261,7 @@ func (r *Report) verdicts(in *Input) {
 		r.add(Warning, "TIME-WAIT at %.0f%% of tcp_max_tw_buckets (%d of %d)", tw.Pct, tw.Count, tw.Max)
 	}
 
-	// The slow consumer: one process holding a large share of the memory.
-	var slow *OwnerMem
-	if len(r.TopOwners) > 0 && p.Bytes > 0 {
-		top := r.TopOwners[0]
-		if held := top.RecvBytes + top.SendBytes; held >= 1<<20 && float64(held) >= 0.25*float64(p.Bytes) {
-			slow = &r.TopOwners[0]
-			sev := Info
-			if p.Zone == "pressure" || p.Zone == "above_high" || p.PctOfHigh >= 80 {
-				sev = Warning
-			}
-			where := "receive"
-			if top.SendBytes > top.RecvBytes {
-				where = "send"
-			}
-			r.add(sev, "slow consumer: pid %d (%s)%s holds %s in %s queues over %d sockets (%.0f%% of TCP memory)",
-				top.PID, top.Comm, in.Places[top.PID].suffix(), units.IEC(int64(held)), where, top.Sockets, 100*float64(held)/float64(p.Bytes))
-		}
-	}
+	slow, big := r.holders(in)
 	if w := r.WorstCase; w.Ratio >= 1 {
 		r.add(Info, "if every one of the %d sockets filled tcp_rmem and tcp_wmem maximums (%s + %s), they would need %s: %.1fx the pool",
 			w.Sockets, units.IEC(w.RmemMax), units.IEC(w.WmemMax), units.IEC(w.DemandBytes), w.Ratio)
@@ -289,16 +278,83 @@ func (r *Report) verdicts(in *Input) {
 		r.add(Info, "%d incoming segments dropped for memory since boot (TCPRcvQDrop + TCPOFODrop)", n)
 	}
 
-	r.remedies(in, slow, ps)
+	r.remedies(in, slow, big, ps)
+}
+
+// slowConsumers is how many processes a report calls slow consumers at most.
+const slowConsumers = 3
+
+// holders says who holds the memory. A slow consumer is a process that has
+// not read sockets holding 1 MiB or more: sockdiag's StallAge is the
+// proof, and the figure is how long. A process holding a large share
+// (1 MiB and a quarter of TCP memory) while it still reads is named, not
+// blamed. It returns the first slow consumer, and that large holder when
+// it is not one.
+func (r *Report) holders(in *Input) (slow, big *OwnerMem) {
+	p := r.Pool
+	sev := Info
+	if r.tight() {
+		sev = Warning
+	}
+	var stalled []*OwnerMem
+	for i := range r.TopOwners {
+		if r.TopOwners[i].StalledBytes >= 1<<20 {
+			stalled = append(stalled, &r.TopOwners[i])
+		}
+	}
+	sort.SliceStable(stalled, func(i, j int) bool { return stalled[i].StalledBytes > stalled[j].StalledBytes })
+	for i, o := range stalled[:min(len(stalled), slowConsumers)] {
+		if i == 0 {
+			slow = o
+		}
+		r.add(sev, "slow consumer: %s (%.0f%% of TCP memory)", sockdiag.NotReading(*o, in.Places[o.PID].Label()),
+			pct(int64(o.StalledBytes), p.Bytes))
+	}
+	if len(r.TopOwners) == 0 || p.Bytes == 0 {
+		return slow, nil
+	}
+	top := &r.TopOwners[0]
+	held := top.Queued()
+	if held < 1<<20 || float64(held) < 0.25*float64(p.Bytes) || top.StalledBytes >= 1<<20 {
+		return slow, nil
+	}
+	who := fmt.Sprintf("pid %d (%s)%s", top.PID, top.Comm, in.Places[top.PID].suffix())
+	share := pct(int64(held), p.Bytes)
+	switch {
+	case top.SendBytes > top.RecvBytes:
+		r.add(Info, "%s holds %s in send queues over %d sockets (%.0f%% of TCP memory): its peers take the data slower than it writes",
+			who, units.IEC(int64(held)), top.Sockets, share)
+	case top.StalledSockets == 0:
+		r.add(Info, "%s holds %s in receive queues over %d sockets (%.0f%% of TCP memory), and it is reading: "+
+			"none of them has held unread data for %s with nothing new arriving", who, units.IEC(int64(held)), top.Sockets, share,
+			units.Age(sockdiag.StallAfter))
+	default: // a few stalled sockets holding little: the sentence says which
+		r.add(Info, "%s holds %s in receive queues over %d sockets (%.0f%% of TCP memory); %s",
+			who, units.IEC(int64(held)), top.Sockets, share, sockdiag.NotReading(*top, ""))
+	}
+	return slow, top
+}
+
+// tight is a pool under pressure, above its limit, or near it.
+func (r *Report) tight() bool {
+	p := r.Pool
+	return p.Zone == "pressure" || p.Zone == "above_high" || p.PctOfHigh >= 80
 }
 
 // remedies proposes what fits, with values computed from this machine.
-func (r *Report) remedies(in *Input, slow *OwnerMem, ps int64) {
+func (r *Report) remedies(in *Input, slow, big *OwnerMem, ps int64) {
 	p := r.Pool
-	tight := p.Zone == "pressure" || p.Zone == "above_high" || p.PctOfHigh >= 80
-	if tight && slow != nil {
-		r.remedy("", "fix the slow consumer first (the usual root cause): pid %d (%s)%s is not reading fast enough; "+
-			"raising limits only lets it hold more", slow.PID, slow.Comm, in.Places[slow.PID].suffix())
+	tight := r.tight()
+	switch {
+	case tight && slow != nil:
+		r.remedy("", "fix the slow consumer first (the usual root cause): pid %d (%s)%s has not read for %s; "+
+			"raising limits only lets it hold more", slow.PID, slow.Comm, in.Places[slow.PID].suffix(), units.Age(slow.StallAge()))
+	case tight && big != nil && big.SendBytes > big.RecvBytes:
+		r.remedy("", "find why the peers of pid %d (%s)%s take its data slower than it writes; raising limits only lets it hold more",
+			big.PID, big.Comm, in.Places[big.PID].suffix())
+	case tight && big != nil:
+		r.remedy("", "find why pid %d (%s)%s reads slower than its peers send; raising limits only lets it hold more",
+			big.PID, big.Comm, in.Places[big.PID].suffix())
 	}
 	if tight && in.MemTotal > 0 {
 		// Double the pool, at most a quarter of RAM, keeping the ratios.

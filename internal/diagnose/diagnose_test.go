@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/privtest"
@@ -58,13 +59,14 @@ func TestHealthy(t *testing.T) {
 }
 
 // Pages, not bytes: 368600 pages of 380000 is 97%, and the slow consumer
-// holding the memory comes first among the remedies.
+// holding the memory (its sockets have had unread data and nothing new for
+// 93 s and more) comes first among the remedies.
 func TestPoolAt97PercentWithSlowConsumer(t *testing.T) {
 	r := fixture(t, "pool97")
 	has(t, r, Warning, "under pressure", "368600 pages", "97% of high")
-	has(t, r, Warning, "slow consumer: pid 4242 (nginx) in shop/web-7d9f/nginx holds 1.2 GiB in receive queues over 3 sockets")
+	has(t, r, Warning, "slow consumer: pid 4242 (nginx) in shop/web-7d9f/nginx has not read for 93 s with 1.2 GiB queued on 3 sockets (83% of TCP memory)")
 	has(t, r, Info, "3 pressure episodes since boot, 12.3s")
-	if r.Remedies[0].Command != "" || !strings.Contains(r.Remedies[0].Text, "pid 4242 (nginx) in shop/web-7d9f/nginx") {
+	if r.Remedies[0].Command != "" || !strings.Contains(r.Remedies[0].Text, "pid 4242 (nginx) in shop/web-7d9f/nginx has not read for 93 s") {
 		t.Errorf("first remedy %+v, want the slow consumer", r.Remedies[0])
 	}
 	// 16 GiB RAM: double the pool (760000 pages = 2.9 GiB, 18% of RAM), ratios kept.
@@ -72,11 +74,17 @@ func TestPoolAt97PercentWithSlowConsumer(t *testing.T) {
 	// 310 sockets, both directions full, into 1.4 GiB: 2.3 MiB each, 2 MiB.
 	command(t, r, `sysctl -w net.ipv4.tcp_rmem="4096 131072 2097152"`)
 	command(t, r, `sysctl -w net.ipv4.tcp_wmem="4096 16384 2097152"`)
-	if o := r.TopOwners[0]; o.PID != 4242 || o.Sockets != 3 || o.RecvBytes != 3*(400<<20) {
+	if o := r.TopOwners[0]; o.PID != 4242 || o.Sockets != 3 || o.RecvBytes != 3*(400<<20) || o.StalledSockets != 3 ||
+		o.StalledBytes != 3*(400<<20) || o.StalledMs != 93000 {
 		t.Errorf("top owner %+v", o)
 	}
-	if s := r.TopSockets[0]; s.Owner == nil || s.Owner.PID != 4242 || s.Queued != 400<<20 || s.State != "ESTAB" {
+	if s := r.TopSockets[0]; s.Owner == nil || s.Owner.PID != 4242 || s.Queued != 400<<20 || s.State != "ESTAB" || s.StalledMs != 93000 {
 		t.Errorf("top socket %+v", s)
+	}
+	for _, s := range r.TopSockets {
+		if s.Owner != nil && s.Owner.PID == 4300 && s.StalledMs != 0 {
+			t.Errorf("curl's socket, data 30 ms ago, is stalled: %+v", s)
+		}
 	}
 	// Where the holders live, in JSON and in text.
 	if o := r.TopOwners[0]; o.Container == nil || o.Container.PodName != "web-7d9f" || o.Container.Namespace != "shop" ||
@@ -96,9 +104,11 @@ func TestPoolAt97PercentWithSlowConsumer(t *testing.T) {
 			} `json:"owner"`
 		} `json:"top_sockets"`
 		TopOwners []struct {
-			PID       int               `json:"pid"`
-			Cgroup    string            `json:"cgroup"`
-			Container map[string]string `json:"container"`
+			PID            int               `json:"pid"`
+			Cgroup         string            `json:"cgroup"`
+			Container      map[string]string `json:"container"`
+			StalledSockets int               `json:"stalled_sockets"`
+			StalledMs      uint64            `json:"stalled_ms"`
 		} `json:"top_owners"`
 	}
 	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
@@ -107,16 +117,56 @@ func TestPoolAt97PercentWithSlowConsumer(t *testing.T) {
 	if o := back.TopSockets[0].Owner; o.PID != 4242 || !strings.HasPrefix(o.Cgroup, "/kubepods.slice/") || o.Container["name"] != "nginx" {
 		t.Errorf("JSON top socket's owner %+v", o)
 	}
-	if o := back.TopOwners[0]; o.Container["pod_name"] != "web-7d9f" || o.Container["namespace"] != "shop" || o.Cgroup == "" {
+	if o := back.TopOwners[0]; o.Container["pod_name"] != "web-7d9f" || o.Container["namespace"] != "shop" || o.Cgroup == "" ||
+		o.StalledSockets != 3 || o.StalledMs != 93000 {
 		t.Errorf("JSON top owner %+v", o)
 	}
 	if err := r.WriteText(&txt); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"4242 nginx shop/web-7d9f/nginx", "/user.slice/user-0.slice/session-1.scope", "CONTAINER OR CGROUP"} {
+	for _, want := range []string{"4242 nginx shop/web-7d9f/nginx", "/user.slice/user-0.slice/session-1.scope", "CONTAINER OR CGROUP",
+		"NOT READ FOR", "400.0 MiB         93 s  4242 nginx", "192.0 KiB            -  4300 curl"} {
 		if !strings.Contains(txt.String(), want) {
 			t.Errorf("text lacks %q:\n%s", want, txt.String())
 		}
+	}
+}
+
+// The same machine, but the process holding the memory keeps reading
+// (data reached each of its sockets 200 ms ago): it is named as the
+// holder, never called a slow consumer or stalled, and the remedy asks why
+// it reads slower than its peers send.
+func TestReadingHolderIsNotStalled(t *testing.T) {
+	in, err := GatherFixture("testdata/pool97")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range in.Namespaces[0].Sockets {
+		in.Namespaces[0].Sockets[i].LastDataRecv = 200 * time.Millisecond
+	}
+	r := Analyze(in, 10)
+	has(t, r, Info, "pid 4242 (nginx) in shop/web-7d9f/nginx holds 1.2 GiB in receive queues over 3 sockets (83% of TCP memory), "+
+		"and it is reading: none of them has held unread data for 5 s with nothing new arriving")
+	for _, v := range r.Verdicts {
+		if strings.Contains(v.Text, "slow consumer") || strings.Contains(v.Text, "has not read") || strings.Contains(v.Text, "4242") && v.Severity != Info {
+			t.Errorf("a reading holder blamed: %+v", v)
+		}
+	}
+	if o := r.TopOwners[0]; o.StalledSockets != 0 || o.StalledMs != 0 {
+		t.Errorf("top owner %+v", o)
+	}
+	for _, s := range r.TopSockets {
+		if s.StalledMs != 0 {
+			t.Errorf("socket %+v stalled", s)
+		}
+	}
+	if m := r.Remedies[0]; !strings.Contains(m.Text, "find why pid 4242 (nginx) in shop/web-7d9f/nginx reads slower than its peers send") {
+		t.Errorf("first remedy %+v", m)
+	}
+	var txt bytes.Buffer
+	r.WriteText(&txt)
+	if strings.Contains(txt.String(), "has not read") || !strings.Contains(txt.String(), "400.0 MiB            -  4242 nginx") {
+		t.Errorf("text:\n%s", txt.String())
 	}
 }
 

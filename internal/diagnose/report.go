@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/termsafe"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/units"
@@ -37,8 +38,8 @@ func (r Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(w, "  %-11s %s (summed over %d network namespaces)\n", "since boot", strings.Join(sb, ", "), r.Namespaces)
 
 	if len(r.TopSockets) > 0 {
-		fmt.Fprintf(w, "\nTOP SOCKETS BY QUEUED MEMORY\n  %-11s %-22s %-22s %-10s %9s %9s %10s  %s\n",
-			"NETNS", "LOCAL", "PEER", "STATE", "RECV-Q", "SEND-Q", "QUEUED", "PROCESS")
+		fmt.Fprintf(w, "\nTOP SOCKETS BY QUEUED MEMORY\n  %-11s %-22s %-22s %-10s %9s %9s %10s %12s  %s\n",
+			"NETNS", "LOCAL", "PEER", "STATE", "RECV-Q", "SEND-Q", "QUEUED", "NOT READ FOR", "PROCESS")
 		for _, s := range r.TopSockets {
 			owner := "-"
 			if s.Owner != nil {
@@ -47,8 +48,12 @@ func (r Report) WriteText(w io.Writer) error {
 					owner += " " + termsafe.Name(l)
 				}
 			}
-			fmt.Fprintf(w, "  %-11d %-22s %-22s %-10s %9d %9d %10s  %s\n", s.NetNS, s.Src, s.Dst, s.State, s.RecvQ, s.SendQ,
-				units.IEC(int64(s.Queued)), owner)
+			notRead := "-"
+			if s.StalledMs > 0 {
+				notRead = units.Age(time.Duration(s.StalledMs) * time.Millisecond)
+			}
+			fmt.Fprintf(w, "  %-11d %-22s %-22s %-10s %9d %9d %10s %12s  %s\n", s.NetNS, s.Src, s.Dst, s.State, s.RecvQ, s.SendQ,
+				units.IEC(int64(s.Queued)), notRead, owner)
 		}
 	}
 	if len(r.TopOwners) > 0 {

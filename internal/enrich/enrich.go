@@ -1,8 +1,9 @@
 // Package enrich names what the kernel gives as ids: the cgroup path and
 // container of each socket's owner, what the container runtime calls that
 // container (and its pod), the memory cgroup of a socket; and it says who
-// holds the most TCP memory, as a pressure episode begins and, when asked,
-// in snapshots.
+// holds the most TCP memory and which sockets wait for a reader that does
+// not read, as a pressure episode begins, in the final snapshot and, when
+// asked, in every snapshot.
 //
 // It is a stage between a source and its consumers. The source's records
 // are queued as they come, and named off the source's goroutine by workers
@@ -29,9 +30,9 @@ import (
 type Options struct {
 	// Cgroups names cgroup ids; nil: the host's cgroup hierarchies.
 	Cgroups Cgroups
-	// Holders lists the processes holding the most TCP memory; nil:
-	// sock_diag in every network namespace.
-	Holders func(n int) ([]stream.Holder, error)
+	// Holders lists the processes holding the most TCP memory, and the
+	// stalled sockets; nil: sock_diag in every network namespace.
+	Holders func(n int) (sockdiag.Holdings, error)
 	// HoldersTop is how many holders a pressure episode records (5).
 	HoldersTop int
 	// Wait is the most a record waits for its names (1s).
@@ -44,7 +45,8 @@ type Options struct {
 	Names Namer
 	// HoldersEvery, when not 0, puts the processes holding the most TCP
 	// memory now into a snapshot that often (sock_diag in every network
-	// namespace: a few milliseconds each). HoldersTracked bounds them (200).
+	// namespace: a few milliseconds each). The final snapshot has them
+	// whatever it says. HoldersTracked bounds them (200).
 	HoldersEvery   time.Duration
 	HoldersTracked int
 }
@@ -85,7 +87,7 @@ type stage struct {
 	// Set by Run:
 	owners  *cache[uint64, names]
 	names   *cache[stream.Container, ctrnames.Names]
-	holders atomic.Pointer[[]stream.Holder] // the last poll's, until a snapshot takes them
+	holders atomic.Pointer[sockdiag.Holdings] // the last poll's, until a snapshot takes them
 }
 
 func (s *stage) Info() stream.Info { return s.src.Info() }
@@ -104,8 +106,8 @@ type item struct {
 	owner   *entry[names]
 	memcg   *entry[string]
 	owners  []*entry[names]
-	holders chan []stream.Holder
-	by      time.Time // when to stop waiting
+	holders chan *sockdiag.Holdings // a pressure episode's start, the final snapshot
+	by      time.Time               // when to stop waiting
 }
 
 // containerNames fills in what the runtime calls c, if it answers in time.
@@ -196,19 +198,20 @@ func (s *stage) prepare(r stream.Record, owners *cache[uint64, names], memcgs *c
 			it.memcg = memcgs.lookup(it.ev.Socket.MemcgID)
 		}
 		if it.ev.Kind == stream.KindPressureEnter && it.ev.Holders == nil {
-			it.holders = make(chan []stream.Holder, 1)
-			go func() {
-				h, _ := s.o.Holders(s.o.HoldersTop)
-				s.nameHolders(h)
-				it.holders <- h
-			}()
+			it.holders = s.look(s.o.HoldersTop)
 		}
 	}
 	if r.Snapshot != nil {
 		it.snap = *r.Snapshot
 		it.snap.Owners = append([]stream.OwnerCounts(nil), r.Snapshot.Owners...)
 		if h := s.holders.Swap(nil); h != nil && it.snap.Holders == nil {
-			it.snap.Holders = *h
+			it.snap.Holders, it.snap.Stalled = h.Holders, h.Stalled
+		}
+		// The summary shows who holds the memory and who stopped reading
+		// at the end: the last snapshot looks afresh (the hooks are gone,
+		// the sockets are not), and keeps the last poll's if that is late.
+		if it.snap.Final {
+			it.holders = s.look(s.o.HoldersTracked)
 		}
 		it.rec.Snapshot = &it.snap
 		for _, o := range it.snap.Owners {
@@ -240,13 +243,21 @@ func (s *stage) finish(it *item) stream.Record {
 		}
 	}
 	if it.holders != nil {
+		var h *sockdiag.Holdings
 		select {
-		case it.ev.Holders = <-it.holders:
+		case h = <-it.holders:
 		default:
 			select {
-			case it.ev.Holders = <-it.holders:
+			case h = <-it.holders:
 			case <-d.done():
 			}
+		}
+		switch {
+		case h == nil: // late, or sock_diag failed
+		case it.rec.Event != nil:
+			it.ev.Holders = h.Holders
+		default:
+			it.snap.Holders, it.snap.Stalled = h.Holders, h.Stalled
 		}
 	}
 	for i, e := range it.owners {
@@ -277,6 +288,22 @@ func (s *stage) nameHolders(hs []stream.Holder) {
 	}
 }
 
+// look asks who holds TCP memory now, off the records' path; the answer,
+// named, comes on the channel (nil when sock_diag failed).
+func (s *stage) look(n int) chan *sockdiag.Holdings {
+	c := make(chan *sockdiag.Holdings, 1)
+	go func() {
+		h, err := s.o.Holders(n)
+		if err != nil {
+			c <- nil
+			return
+		}
+		s.nameHolders(h.Holders)
+		c <- &h
+	}()
+	return c
+}
+
 // pollHolders looks at who holds TCP memory every HoldersEvery, for the
 // next snapshot to carry, until the returned function is called.
 func (s *stage) pollHolders(ctx context.Context) (stop func()) {
@@ -288,7 +315,7 @@ func (s *stage) pollHolders(ctx context.Context) (stop func()) {
 		defer t.Stop()
 		for {
 			if hs, err := s.o.Holders(s.o.HoldersTracked); err == nil {
-				s.nameHolders(hs)
+				s.nameHolders(hs.Holders)
 				s.holders.Store(&hs)
 			}
 			select {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/ctrnames"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
@@ -110,8 +111,8 @@ func TestNamesWithoutStallingTheSource(t *testing.T) {
 // A pressure episode's start carries who held the memory then.
 func TestHoldersAtPressureEnter(t *testing.T) {
 	src := &fakeSource{recs: []stream.Record{{Event: &stream.Event{Kind: stream.KindPressureEnter}}, drop(7)}}
-	holders := func(n int) ([]stream.Holder, error) {
-		return []stream.Holder{{Process: stream.Process{PID: 1, Comm: "reader"}, Sockets: n}}, nil
+	holders := func(n int) (sockdiag.Holdings, error) {
+		return sockdiag.Holdings{Holders: []stream.Holder{{Process: stream.Process{PID: 1, Comm: "reader"}, Sockets: n}}}, nil
 	}
 	var got []stream.Event
 	err := Wrap(src, Options{Cgroups: &slowCgroups{}, Holders: holders, HoldersTop: 3}).Run(context.Background(), func(r stream.Record) error {
@@ -120,6 +121,51 @@ func TestHoldersAtPressureEnter(t *testing.T) {
 	})
 	if err != nil || len(got) != 2 || len(got[0].Holders) != 1 || got[0].Holders[0].Sockets != 3 || got[1].Holders != nil {
 		t.Errorf("%v %+v", err, got)
+	}
+}
+
+// The final snapshot looks afresh, even with no polling asked for: the
+// summary says who held the memory and who stopped reading at the end. A
+// look later than Wait leaves the last poll's, and others take none.
+func TestFinalSnapshotLooks(t *testing.T) {
+	stalled := []stream.StalledSocket{{Cookie: 5, Process: stream.Process{PID: 1, Comm: "reader"}, Bytes: 4 << 20, StalledMs: 93000}}
+	var calls atomic.Int32
+	look := func(delay time.Duration) func(int) (sockdiag.Holdings, error) {
+		return func(n int) (sockdiag.Holdings, error) {
+			calls.Add(1)
+			time.Sleep(delay)
+			return sockdiag.Holdings{Holders: []stream.Holder{{Process: stream.Process{PID: 1, Comm: "reader"}, Sockets: n,
+				StalledSockets: 1, StalledBytes: 4 << 20, StalledMs: 93000}}, Stalled: stalled}, nil
+		}
+	}
+	run := func(o Options) []stream.Snapshot {
+		src := &fakeSource{recs: []stream.Record{{Snapshot: &stream.Snapshot{}}, drop(7), {Snapshot: &stream.Snapshot{Final: true}}}}
+		var got []stream.Snapshot
+		o.Cgroups = &slowCgroups{}
+		if err := Wrap(src, o).Run(context.Background(), func(r stream.Record) error {
+			if r.Snapshot != nil {
+				got = append(got, *r.Snapshot)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	got := run(Options{Holders: look(0), HoldersTracked: 7})
+	if len(got) != 2 || got[0].Holders != nil || got[0].Stalled != nil {
+		t.Fatalf("a snapshot before the end looked, unasked: %+v", got)
+	}
+	if f := got[1]; len(f.Holders) != 1 || f.Holders[0].Sockets != 7 || len(f.Stalled) != 1 || f.Stalled[0] != stalled[0] {
+		t.Errorf("the final snapshot: %+v", f)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d looks for one final snapshot", n)
+	}
+	start := time.Now()
+	got = run(Options{Holders: look(2 * time.Second), Wait: 100 * time.Millisecond})
+	if took := time.Since(start); took > time.Second || got[1].Holders != nil {
+		t.Errorf("a late look: took %v, final snapshot %+v", took, got[1])
 	}
 }
 

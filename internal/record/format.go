@@ -18,13 +18,14 @@ import (
 
 // Magic opens every recording: "TMTREC", a zero byte, the format version.
 // Version 2 added the names runtimes give containers and pods, and the
-// cgroups and containers of a pressure episode's holders; this reader
-// reads version 1 too.
+// cgroups and containers of a pressure episode's holders; version 3 each
+// holder's stalled sockets. This reader reads versions 1 and 2 too.
 const (
-	magic      = "TMTREC\x00"
-	version    = 2
-	minVersion = 1
-	namesSince = 2 // the version that carries container names
+	magic        = "TMTREC\x00"
+	version      = 3
+	minVersion   = 1
+	namesSince   = 2 // the version that carries container names
+	stalledSince = 3 // the version that carries holders' stalled sockets
 )
 
 // Record types.
@@ -212,6 +213,9 @@ func (e *encoder) event(ev *stream.Event) {
 			c = *h.Container
 		}
 		e.container(c)
+		e.u(uint64(h.StalledSockets)) // version 3 on
+		e.u(h.StalledBytes)
+		e.u(h.StalledMs)
 	}
 	e.s(o.Container.Name) // version 2 on
 	e.s(o.Container.PodName)
@@ -363,6 +367,9 @@ func (d *decoder) event(ev *stream.Event) error {
 			if c := d.container(); c != (stream.Container{}) {
 				h.Container = &c
 			}
+		}
+		if d.version >= stalledSince {
+			h.StalledSockets, h.StalledBytes, h.StalledMs = int(d.u()), d.u(), d.u()
 		}
 		ev.Holders = append(ev.Holders, h)
 	}

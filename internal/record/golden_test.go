@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -41,25 +42,67 @@ func TestWriteGolden(t *testing.T) {
 	}
 }
 
-// A version 1 recording (before container names) replays as it always did.
-func TestReadsVersion1(t *testing.T) {
-	r, err := Open(context.Background(), "testdata/trace-v1.tmtrec")
+// Recordings of earlier versions replay as they always did: version 1
+// (before container names), version 2 (before holders' stalled sockets).
+func TestReadsEarlierVersions(t *testing.T) {
+	for _, v := range []int{1, 2} {
+		r, err := Open(context.Background(), fmt.Sprintf("testdata/trace-v%d.tmtrec", v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := read(t, r)
+		r.Close()
+		if err != nil || r.Warning() != nil {
+			t.Fatal(err, r.Warning())
+		}
+		want := append(beforeStalls(events()), beforeStalls(events())...)
+		if len(got.events) != len(want) {
+			t.Fatalf("version %d: %d events, want %d", v, len(got.events), len(want))
+		}
+		for i := range want {
+			if !reflect.DeepEqual(normal(got.events[i]), normal(want[i])) {
+				t.Errorf("version %d, event %d:\n got %+v\nwant %+v", v, i, got.events[i], want[i])
+			}
+		}
+	}
+}
+
+// beforeStalls is what a recording older than version 3 holds of events:
+// no stalled sockets.
+func beforeStalls(evs []stream.Event) []stream.Event {
+	for i := range evs {
+		if evs[i].Holders == nil {
+			continue
+		}
+		hs := append([]stream.Holder(nil), evs[i].Holders...)
+		for j := range hs {
+			hs[j].StalledSockets, hs[j].StalledBytes, hs[j].StalledMs = 0, 0, 0
+		}
+		evs[i].Holders = hs
+	}
+	return evs
+}
+
+// Version 3 keeps each holder's stalled sockets, and snapshots (JSON)
+// the stalled sockets a look found.
+func TestStalledRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "trace.tmtrec")
+	write(t, path, 0, 1)
+	r, err := Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	got, err := read(t, r)
-	if err != nil || r.Warning() != nil {
-		t.Fatal(err, r.Warning())
+	if err != nil {
+		t.Fatal(err)
 	}
-	want := append(events(), events()...)
-	if len(got.events) != len(want) {
-		t.Fatalf("%d events, want %d", len(got.events), len(want))
+	if h := got.events[0].Holders[0]; h.StalledSockets != 2 || h.StalledBytes != 66 || h.StalledMs != 93000 {
+		t.Errorf("holder %+v", h)
 	}
-	for i := range want {
-		if !reflect.DeepEqual(normal(got.events[i]), normal(want[i])) {
-			t.Errorf("event %d:\n got %+v\nwant %+v", i, got.events[i], want[i])
-		}
+	last := got.snaps[len(got.snaps)-1]
+	if want := snapshot(1, true); !reflect.DeepEqual(last.Stalled, want.Stalled) || !reflect.DeepEqual(last.Holders, want.Holders) {
+		t.Errorf("final snapshot: stalled %+v holders %+v", last.Stalled, last.Holders)
 	}
 }
 

@@ -32,7 +32,8 @@ func events() []stream.Event {
 	lim := [3]int64{1000, 2000, 3000}
 	return []stream.Event{
 		{Time: t0, Kind: stream.KindPressureEnter, Mem: stream.Mem{Allocated: 2001, Limits: lim}, PressureID: 42,
-			Holders: []stream.Holder{{Process: stream.Process{PID: 7, Comm: "reader"}, Sockets: 3, RecvBytes: 99}}},
+			Holders: []stream.Holder{{Process: stream.Process{PID: 7, Comm: "reader"}, Sockets: 3, RecvBytes: 99,
+				StalledSockets: 2, StalledBytes: 66, StalledMs: 93000}}},
 		{Time: t0.Add(time.Millisecond), Kind: stream.KindDrop, Reason: "PROTO_MEM", DropCause: "global_hard_limit",
 			Bytes: 65483, Truesize: 66000, CurrentPID: 8, PressureID: 42, Mem: stream.Mem{Allocated: 3100, Limits: lim},
 			Socket: stream.Socket{Cookie: 5, NetNS: 4026532200, Family: 2, Protocol: 6, State: 1,
@@ -56,8 +57,14 @@ func snapshot(n uint64, final bool) stream.Snapshot {
 	tot.Causes[stream.CauseGlobalHardLimit] = 2 * n
 	o := stream.OwnerCounts{Owner: stream.Owner{PID: 7, Comm: "reader", CgroupPath: "/docker/abc"}, Counts: stream.Counts{}}
 	o.Drops[stream.ProtoTCP][stream.ReasonProtoMem] = 2 * n
-	return stream.Snapshot{Time: t0.Add(time.Duration(n) * time.Second), Totals: tot, Owners: []stream.OwnerCounts{o},
+	s := stream.Snapshot{Time: t0.Add(time.Duration(n) * time.Second), Totals: tot, Owners: []stream.OwnerCounts{o},
 		Global: stream.Global{MemPages: 3000, Pressure: true, TCPMem: [3]int64{1000, 2000, 3000}}, Final: final}
+	if final { // the final snapshot looks at who holds the memory
+		s.Holders = []stream.Holder{{Process: stream.Process{PID: 7, Comm: "reader"}, Sockets: 3, RecvBytes: 99,
+			StalledSockets: 2, StalledBytes: 66, StalledMs: 93000 + n}}
+		s.Stalled = []stream.StalledSocket{{Cookie: 5, Process: stream.Process{PID: 7, Comm: "reader"}, Bytes: 33, StalledMs: 93000 + n}}
+	}
+	return s
 }
 
 // write records events and snapshots as a live trace would.
@@ -114,7 +121,7 @@ func TestRoundTrip(t *testing.T) {
 	if got := r.Info(); !reflect.DeepEqual(got.Hooks, info().Hooks) || got.TCPMem != info().TCPMem || !got.Start.Equal(t0) {
 		t.Errorf("info %+v", got)
 	}
-	if h := r.Header(); h.DropReasons[0] != "PROTO_MEM" || h.ResetReason != "TCP_ABORT_ON_MEMORY" || h.Version != 2 {
+	if h := r.Header(); h.DropReasons[0] != "PROTO_MEM" || h.ResetReason != "TCP_ABORT_ON_MEMORY" || h.Version != version {
 		t.Errorf("header %+v", h)
 	}
 	got, err := read(t, r)

@@ -130,6 +130,16 @@ type SummaryObject struct {
 	TopSockets []SocketStatsJSON `json:"top_sockets"`
 	// Pressure episodes, oldest first.
 	PressureEpisodes []EpisodeJSON `json:"pressure_timeline"`
+	// Stalled: who had stopped reading, as the last look that found
+	// anyone stalled saw it; absent when none did.
+	Stalled *StalledJSON `json:"stalled,omitempty"`
+}
+
+// StalledJSON is one look's stalled holders and sockets.
+type StalledJSON struct {
+	Time    time.Time              `json:"time"`
+	Holders []stream.Holder        `json:"holders"` // most stalled memory first
+	Sockets []stream.StalledSocket `json:"sockets"` // most memory first, at most 50
 }
 
 // EpisodeJSON is one pressure episode.
@@ -193,17 +203,20 @@ func (g *GroupJSON) UnmarshalJSON(b []byte) error {
 
 // SocketStatsJSON is one socket's events.
 type SocketStatsJSON struct {
-	Cookie uint64        `json:"cookie,omitempty"`
-	NetNS  uint32        `json:"netns"`
-	Src    string        `json:"src"`
-	Dst    string        `json:"dst"`
-	State  string        `json:"state"`
-	Orphan bool          `json:"orphan"`
-	PID    uint32        `json:"pid"`
-	Comm   string        `json:"comm"`
-	Cgroup string        `json:"cgroup,omitempty"`
-	Events uint64        `json:"events"`
-	Counts stream.Counts `json:"-"` // written after the fields above
+	Cookie uint64 `json:"cookie,omitempty"`
+	NetNS  uint32 `json:"netns"`
+	Src    string `json:"src"`
+	Dst    string `json:"dst"`
+	State  string `json:"state"`
+	Orphan bool   `json:"orphan"`
+	PID    uint32 `json:"pid"`
+	Comm   string `json:"comm"`
+	Cgroup string `json:"cgroup,omitempty"`
+	Events uint64 `json:"events"`
+	// StalledMs: how long its owner had not read it, when summary.stalled
+	// was seen; absent when it was not stalled then.
+	StalledMs uint64        `json:"stalled_ms,omitempty"`
+	Counts    stream.Counts `json:"-"` // written after the fields above
 }
 
 // MarshalJSON writes the fields, then the counts.
@@ -335,7 +348,7 @@ func (j *JSON) Summary(info stream.Info, s aggregate.Summary) error {
 		}
 		o.TopSockets = append(o.TopSockets, SocketStatsJSON{Cookie: so.Cookie, NetNS: so.NetNS, Src: so.Src.String(),
 			Dst: so.Dst.String(), State: so.State.String(), Orphan: so.Orphan, PID: so.Owner.PID, Comm: so.Owner.Comm,
-			Cgroup: so.Owner.CgroupPath, Events: so.Events, Counts: so.Counts})
+			Cgroup: so.Owner.CgroupPath, Events: so.Events, StalledMs: so.StalledMs, Counts: so.Counts})
 	}
 	o.PressureEpisodes = []EpisodeJSON{}
 	for _, ep := range s.Episodes {
@@ -350,6 +363,15 @@ func (j *JSON) Summary(info stream.Info, s aggregate.Summary) error {
 			ej.End = &end
 		}
 		o.PressureEpisodes = append(o.PressureEpisodes, ej)
+	}
+	if st := s.Stalled; st != nil {
+		o.Stalled = &StalledJSON{Time: st.Time, Holders: st.Holders, Sockets: st.Sockets}
+		if o.Stalled.Holders == nil {
+			o.Stalled.Holders = []stream.Holder{}
+		}
+		if o.Stalled.Sockets == nil {
+			o.Stalled.Sockets = []stream.StalledSocket{}
+		}
 	}
 	if kl := s.KernelLog; kl != nil {
 		o.KernelLog = &KernelLogJSON{Suppressed: kl.Suppressed, Warnings: []WarningJSON{}}

@@ -46,7 +46,9 @@ func events() []stream.Event {
 		WmemQueued: 48448, Sndbuf: 87040}
 	return []stream.Event{
 		{Time: t0, Kind: stream.KindPressureEnter, Mem: stream.Mem{Allocated: 2029, Limits: lim}, PressureID: 4295,
-			CurrentPID: 7390, Holders: []stream.Holder{{Process: stream.Process{PID: 7386, Comm: "tmt-reader"}, Sockets: 300, RecvBytes: 7 << 20}}},
+			CurrentPID: 7390, Holders: []stream.Holder{{Process: stream.Process{PID: 7386, Comm: "tmt-reader"}, Sockets: 300, RecvBytes: 7 << 20,
+				StalledSockets: 120, StalledBytes: 4 << 20, StalledMs: 93400},
+				{Process: stream.Process{PID: 7390, Comm: "tmt-writer"}, Sockets: 300, SendBytes: 3 << 20}}},
 		{Time: t0, Kind: stream.KindRefusal, Socket: reader, Owner: stream.Owner{PID: 7386, Comm: "tmt-reader"},
 			Mem: stream.Mem{Allocated: 2029, Limits: lim}, CurrentPID: 7390},
 		{Time: t0, Kind: stream.KindDrop, Reason: "PROTO_MEM", DropCause: "global_pressure", Bytes: 32741, Truesize: 33536, Socket: reader,
@@ -84,8 +86,14 @@ func summary() aggregate.Summary {
 	writer.Events[stream.MemAborts] = 62
 	unknown := stream.OwnerCounts{Counts: stream.Counts{}}
 	unknown.Drops[stream.ProtoOther][stream.ReasonSocketRcvbuff], unknown.DropBytes[stream.ProtoOther][stream.ReasonSocketRcvbuff] = 1, 1200
+	// The final look: the reader has not read its sockets (cookie 7 among
+	// them) for 113 s; the writer's queues are full, and it is no reader.
 	a.Add(stream.Record{Snapshot: &stream.Snapshot{Time: t0.Add(22 * time.Second), Totals: tot, Final: true,
-		Owners: []stream.OwnerCounts{unknown, reader, writer}}})
+		Owners: []stream.OwnerCounts{unknown, reader, writer},
+		Holders: []stream.Holder{{Process: stream.Process{PID: 7390, Comm: "tmt-writer"}, Sockets: 300, SendBytes: 9 << 20, CgroupPath: "/"},
+			{Process: stream.Process{PID: 7386, Comm: "tmt-reader"}, Sockets: 300, RecvBytes: 7 << 20, StalledSockets: 120, StalledBytes: 4 << 20,
+				StalledMs: 113400, CgroupPath: reader.CgroupPath, Container: &reader.Container}},
+		Stalled: []stream.StalledSocket{{Cookie: 7, Process: stream.Process{PID: 7386, Comm: "tmt-reader"}, Bytes: 33573, StalledMs: 115000}}}})
 	a.SetKernelLog(kmsg.Counts{Lines: map[string]int{"mem_aborts": 10}, Suppressed: 57})
 	return a.Summary()
 }
@@ -382,5 +390,76 @@ func TestFlightTriggerAndNotices(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(lines[1]), &notice); err != nil || notice["type"] != "notice" || notice["file"] != n.File || notice["kind"] != n.Kind {
 		t.Errorf("notice %v: %v", err, notice)
+	}
+}
+
+// Who stopped reading: the sentence in the summary and in the pressure
+// timeline, the stall age of the socket the events name (by cookie) and
+// none for the others; names escaped in text, exact in JSON.
+func TestStalledShown(t *testing.T) {
+	sum := summary()
+	hostile := "\x1b]0;owned\a"
+	sum.Stalled.Holders[0].Comm = hostile
+	var buf bytes.Buffer
+	tx := NewText(&buf, BySocket)
+	if err := tx.Summary(info(), sum); err != nil {
+		t.Fatal(err)
+	}
+	text := buf.String()
+	for _, want := range []string{
+		"held by: pid 7386 (tmt-reader) has not read for 93 s with 4.0 MiB queued on 120 sockets; 7390 tmt-writer 3.0 MiB in 300 sockets",
+		"NOT READING (at 16:43:59: unread data, nothing new for 5 s or more)\n" +
+			`  pid 7386 (\x1b]0;owned\a) in docker:4f6d2c3b1a0e has not read for 113 s with 4.0 MiB queued on 120 sockets`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.ContainsAny(text, "\x1b\a") {
+		t.Errorf("raw control bytes:\n%q", text)
+	}
+	rows := map[string]string{}
+	for _, l := range strings.Split(text, "\n") {
+		if f := strings.Fields(l); len(f) > 6 && strings.HasPrefix(f[0], "127.0.0.1:") {
+			rows[f[0]] = f[5] + " " + f[6]
+		}
+	}
+	if rows["127.0.0.1:43137"] != "115 s" || !strings.HasPrefix(rows["127.0.0.1:43498"], "- ") || len(rows) != 3 {
+		t.Errorf("NOT READ column: %q", rows)
+	}
+
+	buf.Reset()
+	j := NewJSON(&buf)
+	if err := j.Summary(info(), sum); err != nil {
+		t.Fatal(err)
+	}
+	var o SummaryObject
+	if err := json.Unmarshal(buf.Bytes(), &o); err != nil {
+		t.Fatal(err)
+	}
+	if st := o.Stalled; st == nil || !st.Time.Equal(t0.Add(22*time.Second)) || len(st.Holders) != 1 || st.Holders[0].Comm != hostile ||
+		st.Holders[0].StalledMs != 113400 || len(st.Sockets) != 1 || st.Sockets[0].Cookie != 7 {
+		t.Errorf("stalled %+v", o.Stalled)
+	}
+	for _, so := range o.TopSockets {
+		if want := map[uint64]uint64{7: 115000}[so.Cookie]; so.StalledMs != want {
+			t.Errorf("top socket %d: stalled_ms %d, want %d", so.Cookie, so.StalledMs, want)
+		}
+	}
+	if h := o.PressureEpisodes[0].HoldersAtStart; h[0].StalledSockets != 120 || h[1].StalledSockets != 0 {
+		t.Errorf("holders at start %+v", h)
+	}
+	// Nobody stalled: no section, no key.
+	sum.Stalled = nil
+	buf.Reset()
+	NewText(&buf, ByPID).Summary(info(), sum)
+	if strings.Contains(buf.String(), "NOT READING") {
+		t.Errorf("a NOT READING section with nobody stalled:\n%s", buf.String())
+	}
+	buf.Reset()
+	j = NewJSON(&buf)
+	j.Summary(info(), sum)
+	if bytes.Contains(buf.Bytes(), []byte(`"stalled"`)) {
+		t.Errorf("a stalled key with nobody stalled")
 	}
 }

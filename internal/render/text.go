@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/termsafe"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/units"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
@@ -228,6 +229,10 @@ func (t *Text) Summary(info stream.Info, s aggregate.Summary) error {
 				ep.StartPages, ep.PeakPages, ep.PeakLimits[0], ep.PeakLimits[1], ep.PeakLimits[2])
 			var held []string
 			for _, h := range ep.Holders {
+				if h.StalledSockets > 0 {
+					held = append(held, termsafe.Name(sockdiag.NotReading(h, "")))
+					continue
+				}
 				held = append(held, fmt.Sprintf("%d %s %s in %d sockets", h.PID, termsafe.Name(h.Comm),
 					units.IEC(int64(h.RecvBytes+h.SendBytes)), h.Sockets))
 			}
@@ -237,6 +242,16 @@ func (t *Text) Summary(info stream.Info, s aggregate.Summary) error {
 		}
 	}
 	t.groups(s)
+	if st := s.Stalled; st != nil && len(st.Holders) > 0 {
+		fmt.Fprintf(w, "\nNOT READING (at %s: unread data, nothing new for %s or more)\n", st.Time.Format("15:04:05"), units.Age(sockdiag.StallAfter))
+		for i, h := range st.Holders {
+			if i == TopN {
+				fmt.Fprintf(w, "  ... %d more\n", len(st.Holders)-TopN)
+				break
+			}
+			fmt.Fprintf(w, "  %s\n", termsafe.Name(sockdiag.NotReading(h, placeOf(h))))
+		}
+	}
 	if kl := s.KernelLog; kl != nil {
 		fmt.Fprintln(w, "\nKERNEL LOG (net_info_ratelimited: net.core.message_burst lines per message_cost)")
 		for _, wn := range kl.Warnings {
@@ -266,7 +281,8 @@ func (t *Text) groups(s aggregate.Summary) {
 		if n := s.Totals.LostSamples + s.Totals.Unsampled; n > 0 {
 			note = fmt.Sprintf("from events: incomplete, %d not recorded", n)
 		}
-		fmt.Fprintf(w, "\nTOP SOCKETS (%s)\n  %-21s %-21s %-11s %-7s %-15s %s", note, "LADDR:LPORT", "RADDR:RPORT", "STATE", "PID", "COMM", head)
+		fmt.Fprintf(w, "\nTOP SOCKETS (%s)\n  %-21s %-21s %-11s %-7s %-15s %-8s %s", note, "LADDR:LPORT", "RADDR:RPORT", "STATE", "PID", "COMM",
+			"NOT READ", head)
 		for i, so := range s.Sockets {
 			if i == TopN {
 				fmt.Fprintf(w, "  ... %d more\n", len(s.Sockets)-TopN)
@@ -276,7 +292,12 @@ func (t *Text) groups(s aggregate.Summary) {
 			if so.Orphan {
 				state += "*"
 			}
-			fmt.Fprintf(w, "  %-21s %-21s %-11s %-7s %-15s %s", so.Src, so.Dst, state, pidString(so.Owner.PID), termsafe.Name(so.Owner.Comm), counts(&so.Counts))
+			notRead := "-" // not found stalled (by the last look that found any)
+			if so.StalledMs > 0 {
+				notRead = units.Age(time.Duration(so.StalledMs) * time.Millisecond)
+			}
+			fmt.Fprintf(w, "  %-21s %-21s %-11s %-7s %-15s %-8s %s", so.Src, so.Dst, state, pidString(so.Owner.PID), termsafe.Name(so.Owner.Comm),
+				notRead, counts(&so.Counts))
 		}
 	case ByPID:
 		fmt.Fprintf(w, "\nBY PROCESS (exact)\n  %-7s %-15s %-32s %s", "PID", "COMM", "CGROUP", head)
@@ -308,6 +329,17 @@ func (t *Text) groups(s aggregate.Summary) {
 			fmt.Fprintf(w, "  %-40s %-6d %s", key, len(g.PIDs), counts(&g.Counts))
 		}
 	}
+}
+
+// placeOf names where a holder lives: its container as people name it,
+// else its cgroup path ("" when unknown).
+func placeOf(h stream.Holder) string {
+	if h.Container != nil {
+		if l := h.Container.Label(); l != "" {
+			return l
+		}
+	}
+	return h.CgroupPath
 }
 
 func pidString(pid uint32) string {

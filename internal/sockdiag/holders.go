@@ -41,9 +41,17 @@ func Owners(root string) map[uint32]stream.Process {
 	return out
 }
 
+// Holdings is who holds TCP memory now, as one sock_diag pass over every
+// network namespace sees it.
+type Holdings struct {
+	Holders []stream.Holder        // most queued memory first
+	Stalled []stream.StalledSocket // at most MaxStalled, most queued memory first
+}
+
 // Holders sums the queued memory of every TCP socket, in every namespace
-// it can enter, by owning process: the top n, most memory first.
-func Holders(n int) ([]stream.Holder, error) {
+// it can enter, by owning process: the top n, most memory first; and lists
+// the stalled sockets among them.
+func Holders(n int) (Holdings, error) {
 	var socks []Socket
 	entered := 0
 	for _, path := range netns.List() {
@@ -57,17 +65,20 @@ func Holders(n int) ([]stream.Holder, error) {
 	if entered == 0 { // no CAP_SYS_ADMIN: our own
 		s, err := Dump()
 		if err != nil {
-			return nil, err
+			return Holdings{}, err
 		}
 		socks = s
 	}
-	return Rank(socks, Owners("/proc"), n), nil
+	owners := Owners("/proc")
+	return Holdings{Holders: Rank(socks, owners, n), Stalled: StalledSockets(socks, owners, MaxStalled)}, nil
 }
 
-// Rank sums sockets' queued memory by owner, most first, at most n.
+// Rank sums sockets' queued memory by owner, most first, at most n, with
+// each owner's stalled sockets (StallAge).
 func Rank(socks []Socket, owners map[uint32]stream.Process, n int) []stream.Holder {
 	by := map[int]*stream.Holder{}
-	for _, s := range socks {
+	for i := range socks {
+		s := &socks[i]
 		p, ok := owners[s.Inode]
 		if !ok || s.Inode == 0 {
 			continue
@@ -80,6 +91,14 @@ func Rank(socks []Socket, owners map[uint32]stream.Process, n int) []stream.Hold
 		h.Sockets++
 		h.RecvBytes += uint64(s.Mem.RmemAlloc)
 		h.SendBytes += uint64(s.Mem.WmemQueued)
+		if age, stalled := s.StallAge(); stalled {
+			// The shortest age: it has read none of them for at least that long.
+			if ms := uint64(age.Milliseconds()); h.StalledSockets == 0 || ms < h.StalledMs {
+				h.StalledMs = ms
+			}
+			h.StalledSockets++
+			h.StalledBytes += uint64(s.Mem.RmemAlloc)
+		}
 	}
 	out := make([]stream.Holder, 0, len(by))
 	for _, h := range by {

@@ -1,6 +1,8 @@
-// Package sockdiag lists TCP sockets with their memory, as `ss -tm` does:
-// an inet_diag dump over NETLINK_SOCK_DIAG asking for SK_MEMINFO, in any
-// network namespace.
+// Package sockdiag lists TCP sockets with their memory and how long ago
+// data last reached them, as `ss -tmi` does: an inet_diag dump over
+// NETLINK_SOCK_DIAG asking for SK_MEMINFO and tcp_info, in any network
+// namespace. It says which sockets wait for a reader that does not read
+// (StallAge), and which processes hold the memory (Holders).
 package sockdiag
 
 import (
@@ -8,6 +10,8 @@ import (
 	"fmt"
 	"net/netip"
 	"syscall"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -25,6 +29,13 @@ type Socket struct {
 	RecvQ  uint32 // bytes not yet read (established) / accept backlog (listen)
 	SendQ  uint32 // bytes not yet acknowledged
 	Mem    MemInfo
+	// Cookie is the kernel's socket cookie: the value bpf_get_socket_cookie
+	// gives, so a socket joins the tracer's events on it.
+	Cookie uint64
+	// LastDataRecv is how long before the dump data last arrived
+	// (tcp_info's last_data_recv); 0 when the kernel gave no tcp_info
+	// (time-wait and request sockets).
+	LastDataRecv time.Duration
 }
 
 // MemInfo is SK_MEMINFO, in bytes.
@@ -46,6 +57,7 @@ func (m MemInfo) Queued() uint64 { return uint64(m.RmemAlloc) + uint64(m.WmemQue
 const (
 	sizeofReq         = 56 // struct inet_diag_req_v2
 	sizeofMsg         = 72 // struct inet_diag_msg
+	inetDiagInfo      = 2  // INET_DIAG_INFO: struct tcp_info
 	inetDiagSkmeminfo = 7  // INET_DIAG_SKMEMINFO
 	allStates         = 0xfff
 )
@@ -110,7 +122,9 @@ func request(fd int, family uint8) error {
 	ne.PutUint16(b[4:], unix.SOCK_DIAG_BY_FAMILY)
 	ne.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
 	r := b[unix.NLMSG_HDRLEN:]
-	r[0], r[1], r[2] = family, unix.IPPROTO_TCP, 1<<(inetDiagSkmeminfo-1)
+	// tcp_info comes in the same messages, as for `ss -i`: no second pass,
+	// no syscall per socket.
+	r[0], r[1], r[2] = family, unix.IPPROTO_TCP, 1<<(inetDiagSkmeminfo-1)|1<<(inetDiagInfo-1)
 	ne.PutUint32(r[4:], allStates)
 	return unix.Sendto(fd, b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
 }
@@ -164,6 +178,8 @@ func parse(b []byte) (Socket, error) {
 		s.Src = netip.AddrPortFrom(netip.AddrFrom16([16]byte(id[4:20])), sport)
 		s.Dst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(id[20:36])), dport)
 	}
+	// idiag_cookie: two u32 halves, low first (sock_diag_save_cookie).
+	s.Cookie = uint64(ne.Uint32(id[40:])) | uint64(ne.Uint32(id[44:]))<<32
 	s.RecvQ, s.SendQ = ne.Uint32(b[56:]), ne.Uint32(b[60:])
 	s.UID, s.Inode = ne.Uint32(b[64:]), ne.Uint32(b[68:])
 	// rtattrs follow: {u16 len, u16 type, value}, each 4-byte aligned.
@@ -172,11 +188,25 @@ func parse(b []byte) (Socket, error) {
 		if l < 4 || l > len(rest) {
 			break
 		}
-		if v := rest[4:l]; typ == inetDiagSkmeminfo && len(v) >= 9*4 {
+		switch v := rest[4:l]; {
+		case typ == inetDiagSkmeminfo && len(v) >= 9*4:
 			u := func(i int) uint32 { return ne.Uint32(v[4*i:]) }
 			s.Mem = MemInfo{u(0), u(1), u(2), u(3), u(4), u(5), u(6), u(7), u(8)}
+		case typ == inetDiagInfo:
+			ti := tcpInfo(v)
+			s.LastDataRecv = time.Duration(ti.Last_data_recv) * time.Millisecond
 		}
 		rest = rest[min((l+3)&^3, len(rest)):]
 	}
 	return s, nil
+}
+
+// tcpInfo reads struct tcp_info as the kernel sent it. The struct only
+// grows: an older kernel sends a prefix (the fields it lacks stay zero), a
+// newer one more than x/sys knows (ignored). x/sys's type has the C
+// layout, so the bytes are copied in place.
+func tcpInfo(v []byte) unix.TCPInfo {
+	var ti unix.TCPInfo
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&ti)), unsafe.Sizeof(ti)), v)
+	return ti
 }

@@ -125,10 +125,14 @@ func (s *bytesource) event(t0 time.Time) stream.Event {
 	e.Owner = stream.Owner{PID: []uint32{0, 7, 8, stream.OverflowPID}[s.byte()%4], Comm: s.str(), CgroupID: s.small(),
 		CgroupPath: s.str(), Container: stream.Container{Runtime: s.str(), ID: s.str(), Pod: s.str()}}
 	for range s.byte() % 3 {
-		e.Holders = append(e.Holders, stream.Holder{Process: stream.Process{PID: int(s.small()), Comm: s.str()},
-			Sockets: int(s.small()), RecvBytes: s.small(), SendBytes: s.small()})
+		e.Holders = append(e.Holders, s.holder())
 	}
 	return e
+}
+
+func (s *bytesource) holder() stream.Holder {
+	return stream.Holder{Process: stream.Process{PID: int(s.small()), Comm: s.str()}, Sockets: int(s.small()),
+		RecvBytes: s.small(), SendBytes: s.small(), StalledSockets: int(s.small()), StalledBytes: s.small(), StalledMs: s.small()}
 }
 
 func (s *bytesource) snapshot(at time.Time, final bool) stream.Snapshot {
@@ -143,6 +147,11 @@ func (s *bytesource) snapshot(at time.Time, final bool) stream.Snapshot {
 	for range s.byte() % 5 {
 		sn.Owners = append(sn.Owners, stream.OwnerCounts{Owner: stream.Owner{PID: uint32(s.small()), Comm: s.str(),
 			CgroupID: s.small(), CgroupPath: s.str(), Container: stream.Container{Runtime: s.str(), ID: s.str()}}, Counts: s.counts()})
+	}
+	for range s.byte() % 3 { // a look: who holds the memory, which sockets stalled
+		sn.Holders = append(sn.Holders, s.holder())
+		sn.Stalled = append(sn.Stalled, stream.StalledSocket{Cookie: s.small(), Process: stream.Process{PID: int(s.small()), Comm: s.str()},
+			Bytes: s.small(), StalledMs: s.small()})
 	}
 	return sn
 }

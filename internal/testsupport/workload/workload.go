@@ -2,6 +2,8 @@
 // a coordinator in a network namespace of its own runs a reader that never
 // reads and a writer that fills its sockets, as two processes named
 // tmt-reader and tmt-writer, and reports that namespace's MIB counters.
+// Stall is the slow consumer: a reader that stopped reading beside one
+// that reads slowly.
 //
 // A test binary opts in by calling RunRoleIfChild first in TestMain.
 package workload
@@ -101,6 +103,9 @@ func RunRoleIfChild() {
 	if role == "" {
 		return
 	}
+	if isStallRole(role) {
+		runStallRole(role)
+	}
 	var s Scenario
 	if err := json.Unmarshal([]byte(os.Getenv(argsEnv)), &s); err != nil {
 		fail(err)
@@ -198,9 +203,10 @@ func (e *Env) Close() {
 	}
 }
 
-// child prepares this binary to run a role, exec'd through a symlink named
-// name so that every thread of the process has that comm.
-func child(role, name string, s Scenario) (*exec.Cmd, error) {
+// child prepares this binary to run a role with its arguments (a Scenario,
+// a Stall), exec'd through a symlink named name so that every thread of
+// the process has that comm.
+func child(role, name string, s any) (*exec.Cmd, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -240,7 +246,7 @@ type peer struct {
 	out *bufio.Reader
 }
 
-func startPeer(role string, s Scenario, extraEnv ...string) (*peer, error) {
+func startPeer(role string, s any, extraEnv ...string) (*peer, error) {
 	cmd, err := child(role, "tmt-"+role, s)
 	if err != nil {
 		return nil, err
