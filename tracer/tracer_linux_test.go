@@ -36,6 +36,9 @@ type traced struct {
 	// lowered and restored bound the time the sysctls were changed.
 	lowered, restored time.Time
 	sendHook          bool // sock_send_length (6.3+) is attached: send stalls are seen
+	// placed: TCP's memory drops come through kfree_skb with their
+	// socket (6.11+), so the kernel gives where each was freed.
+	placed bool
 	// hostDelta is the test process's own namespace over the same run.
 	hostDelta procfs.Counters
 }
@@ -68,6 +71,7 @@ func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced 
 	)
 	for _, h := range tr.Info().Hooks {
 		out.sendHook = out.sendHook || strings.Contains(h.Using, "sock_send_length")
+		out.placed = out.placed || h.Event == stream.EventDrops && strings.HasPrefix(h.Using, "tp_btf/kfree_skb (rx_sk)")
 	}
 	wg.Add(1)
 	go func() {
@@ -182,6 +186,31 @@ func onlyCause(t *testing.T, r traced, cause stream.DropCause) {
 	for c, v := range tot.Causes {
 		if (stream.DropCause(c) == cause && v != drops) || (stream.DropCause(c) != cause && v != 0) {
 			t.Errorf("drops_by_cause[%s] = %d, want every one of %d drops under %s", stream.DropCause(c), v, drops, cause)
+		}
+	}
+	checkPlaces(t, r)
+}
+
+// Where the kernel gives where it freed each drop, the drops by place add
+// up to the count and every drop event has its place; elsewhere there are
+// none.
+func checkPlaces(t *testing.T, r traced) {
+	t.Helper()
+	var placed uint64
+	for _, p := range r.final.Totals.Places {
+		if p.Reason == "PROTO_MEM" && p.Protocol == "tcp" {
+			placed += p.Drops
+		}
+	}
+	drops := r.final.Totals.Drops[stream.ProtoTCP][stream.ReasonProtoMem]
+	t.Logf("drops by place %+v", r.final.Totals.Places)
+	if want := map[bool]uint64{true: drops, false: 0}[r.placed]; placed != want {
+		t.Errorf("%d PROTO_MEM drops by place, want %d (of %d drops; kfree_skb with its socket: %v)", placed, want, drops, r.placed)
+	}
+	for _, e := range r.events {
+		if e.Kind == stream.KindDrop && e.Reason == "PROTO_MEM" && (e.LocationAddr != 0) != r.placed {
+			t.Errorf("a drop event with location %#x (kfree_skb with its socket: %v)", e.LocationAddr, r.placed)
+			break
 		}
 	}
 }

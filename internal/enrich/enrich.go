@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/ctrnames"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/ksym"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/owner"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
@@ -49,6 +50,9 @@ type Options struct {
 	// whatever it says. HoldersTracked bounds them (200).
 	HoldersEvery   time.Duration
 	HoldersTracked int
+	// Symbols reads the kernel's symbol table, to name the places packets
+	// are dropped; nil: /proc/kallsyms.
+	Symbols func() (*ksym.Table, error)
 }
 
 // Namer names containers: ctrnames.Resolver is one.
@@ -88,6 +92,7 @@ type stage struct {
 	owners  *cache[uint64, names]
 	names   *cache[stream.Container, ctrnames.Names]
 	holders atomic.Pointer[sockdiag.Holdings] // the last poll's, until a snapshot takes them
+	symbols *symbols
 }
 
 func (s *stage) Info() stream.Info { return s.src.Info() }
@@ -143,6 +148,11 @@ func (s *stage) Run(ctx context.Context, fn func(stream.Record) error) error {
 		defer r.Close()
 		namer = r
 	}
+	load := s.o.Symbols
+	if load == nil {
+		load = func() (*ksym.Table, error) { return ksym.Load("/proc/kallsyms") }
+	}
+	s.symbols = newSymbols(load)
 	s.names = newCache(func(c stream.Container) (ctrnames.Names, bool) {
 		return namer.Lookup(context.Background(), c.Runtime, c.ID, c.Pod) // bounded by the namer's timeout
 	}, 5*time.Second, 1<<14)
@@ -188,6 +198,9 @@ func (s *stage) Run(ctx context.Context, fn func(stream.Record) error) error {
 // lookups it needs. It runs on the source's goroutine and never blocks.
 func (s *stage) prepare(r stream.Record, owners *cache[uint64, names], memcgs *cache[uint64, string]) *item {
 	it := &item{by: time.Now().Add(s.o.Wait)}
+	if r.Event != nil && r.Event.LocationAddr != 0 || r.Snapshot != nil && len(r.Snapshot.Totals.Places) > 0 {
+		s.symbols.start() // read by the time the record is finished, usually
+	}
 	if r.Event != nil {
 		it.ev = *r.Event
 		it.rec.Event = &it.ev
@@ -237,6 +250,12 @@ func (s *stage) finish(it *item) stream.Record {
 		}
 	}
 	s.containerNames(&it.ev.Owner.Container, d)
+	if it.ev.LocationAddr != 0 && it.ev.Location == "" {
+		it.ev.Location = s.symbols.name(it.ev.LocationAddr, d)
+	}
+	if it.rec.Snapshot != nil {
+		it.snap.Totals.Places = s.symbols.places(it.snap.Totals.Places, d)
+	}
 	if it.memcg != nil {
 		if p, ok := it.memcg.wait(d); ok {
 			it.ev.Socket.MemcgPath = p

@@ -3,11 +3,13 @@ package enrich
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/ctrnames"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/ksym"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
@@ -243,5 +245,46 @@ func TestSlowRuntimeNames(t *testing.T) {
 	}
 	if n := namer.calls.Load(); n != 1 {
 		t.Errorf("the runtime was asked %d times for one container", n)
+	}
+}
+
+// Places are named from the kernel's symbol table, read once, when the
+// first place needs it; a table that cannot be read leaves them unnamed.
+func TestPlacesNamed(t *testing.T) {
+	table, err := ksym.Read(strings.NewReader("ffffffff81b00000 t tcp_data_queue\nffffffff81c00000 T tcp_v4_rcv\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var loads atomic.Int32
+	for _, tc := range []struct {
+		load func() (*ksym.Table, error)
+		want string
+	}{
+		{func() (*ksym.Table, error) { loads.Add(1); return table, nil }, "tcp_data_queue+0x5e4"},
+		{func() (*ksym.Table, error) { return nil, ksym.ErrHidden }, ""},
+	} {
+		ev := drop(7)
+		ev.Event.LocationAddr = 0xffffffff81b005e4
+		snap := &stream.Snapshot{}
+		snap.Totals.Places = []stream.Place{{Addr: 0xffffffff81b005e4, Drops: 3}}
+		src := &fakeSource{recs: []stream.Record{ev, drop(7), {Snapshot: snap}}}
+		var got []stream.Record
+		err := Wrap(src, Options{Cgroups: &slowCgroups{}, Names: &slowNamer{}, Symbols: tc.load}).Run(context.Background(), func(r stream.Record) error {
+			if r.Event != nil {
+				e := *r.Event
+				r.Event = &e
+			}
+			got = append(got, r)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[0].Event.Location != tc.want || got[1].Event.Location != "" || got[2].Snapshot.Totals.Places[0].Name != tc.want {
+			t.Errorf("named %q, %q, %q; want %q", got[0].Event.Location, got[1].Event.Location, got[2].Snapshot.Totals.Places[0].Name, tc.want)
+		}
+	}
+	if n := loads.Load(); n != 1 {
+		t.Errorf("the table was read %d times", n)
 	}
 }

@@ -19,13 +19,15 @@ import (
 // Magic opens every recording: "TMTREC", a zero byte, the format version.
 // Version 2 added the names runtimes give containers and pods, and the
 // cgroups and containers of a pressure episode's holders; version 3 each
-// holder's stalled sockets. This reader reads versions 1 and 2 too.
+// holder's stalled sockets; version 4 where a drop was freed (kfree_skb's
+// location). This reader reads every version from 1.
 const (
-	magic        = "TMTREC\x00"
-	version      = 3
-	minVersion   = 1
-	namesSince   = 2 // the version that carries container names
-	stalledSince = 3 // the version that carries holders' stalled sockets
+	magic         = "TMTREC\x00"
+	version       = 4
+	minVersion    = 1
+	namesSince    = 2 // the version that carries container names
+	stalledSince  = 3 // the version that carries holders' stalled sockets
+	locationSince = 4 // the version that carries drops' locations
 )
 
 // Record types.
@@ -220,6 +222,7 @@ func (e *encoder) event(ev *stream.Event) {
 	e.s(o.Container.Name) // version 2 on
 	e.s(o.Container.PodName)
 	e.s(o.Container.Namespace)
+	e.s(ev.Location) // version 4 on
 }
 
 // container writes a holder's container whole (version 2 on).
@@ -375,6 +378,9 @@ func (d *decoder) event(ev *stream.Event) error {
 	}
 	if d.version >= namesSince {
 		o.Container.Name, o.Container.PodName, o.Container.Namespace = d.s(), d.s(), d.s()
+	}
+	if d.version >= locationSince {
+		ev.Location = d.s()
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("trailing bytes")

@@ -43,9 +43,10 @@ func TestWriteGolden(t *testing.T) {
 }
 
 // Recordings of earlier versions replay as they always did: version 1
-// (before container names), version 2 (before holders' stalled sockets).
+// (before container names), version 2 (before holders' stalled sockets),
+// version 3 (before drops' locations).
 func TestReadsEarlierVersions(t *testing.T) {
-	for _, v := range []int{1, 2} {
+	for _, v := range []int{1, 2, 3} {
 		r, err := Open(context.Background(), fmt.Sprintf("testdata/trace-v%d.tmtrec", v))
 		if err != nil {
 			t.Fatal(err)
@@ -55,7 +56,10 @@ func TestReadsEarlierVersions(t *testing.T) {
 		if err != nil || r.Warning() != nil {
 			t.Fatal(err, r.Warning())
 		}
-		want := append(beforeStalls(events()), beforeStalls(events())...)
+		want := append(beforeLocations(events()), beforeLocations(events())...)
+		if v < stalledSince {
+			want = beforeStalls(want)
+		}
 		if len(got.events) != len(want) {
 			t.Fatalf("version %d: %d events, want %d", v, len(got.events), len(want))
 		}
@@ -65,6 +69,15 @@ func TestReadsEarlierVersions(t *testing.T) {
 			}
 		}
 	}
+}
+
+// beforeLocations is what a recording older than version 4 holds of
+// events: no drop locations.
+func beforeLocations(evs []stream.Event) []stream.Event {
+	for i := range evs {
+		evs[i].Location = ""
+	}
+	return evs
 }
 
 // beforeStalls is what a recording older than version 3 holds of events:

@@ -40,7 +40,7 @@ func events() []stream.Event {
 				Src: netip.MustParseAddrPort("127.0.0.1:4000"), Dst: netip.MustParseAddrPort("127.0.0.1:50000"),
 				RmemAlloc: 33000, Rcvbuf: 131072, Memcg: true, MemcgID: 9, MemcgPath: "/m", CgroupID: 3},
 			Owner: stream.Owner{PID: 7, Comm: "reader", CgroupID: 3, CgroupPath: "/docker/abc",
-				Container: stream.Container{Runtime: "docker", ID: "abc"}}},
+				Container: stream.Container{Runtime: "docker", ID: "abc"}}, Location: "tcp_data_queue+0x5e4"},
 		{Time: t0.Add(2 * time.Millisecond), Kind: stream.KindAbort, Cause: stream.CauseOrphans,
 			Socket: stream.Socket{Family: 10, Protocol: 6, State: 4, Orphan: true, ClosedAt: t0,
 				Src: netip.MustParseAddrPort("[::1]:4001"), Dst: netip.MustParseAddrPort("[2001:db8::1]:443"), WmemQueued: -1},
@@ -55,6 +55,7 @@ func snapshot(n uint64, final bool) stream.Snapshot {
 	tot := stream.Totals{}
 	tot.Events[stream.MemAborts], tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], tot.LostSamples = n, 2*n, 1
 	tot.Causes[stream.CauseGlobalHardLimit] = 2 * n
+	tot.Places = []stream.Place{{Name: "tcp_data_queue+0x5e4", Reason: "PROTO_MEM", Protocol: "tcp", Drops: 2 * n}}
 	o := stream.OwnerCounts{Owner: stream.Owner{PID: 7, Comm: "reader", CgroupPath: "/docker/abc"}, Counts: stream.Counts{}}
 	o.Drops[stream.ProtoTCP][stream.ReasonProtoMem] = 2 * n
 	s := stream.Snapshot{Time: t0.Add(time.Duration(n) * time.Second), Totals: tot, Owners: []stream.OwnerCounts{o},

@@ -78,6 +78,7 @@ type EventObject struct {
 	Socket          *SocketJSON       `json:"socket,omitempty"`
 	Bytes           uint32            `json:"bytes,omitempty"`
 	Truesize        uint32            `json:"truesize,omitempty"`
+	Location        string            `json:"location,omitempty"` // drop: where the kernel freed it
 	Mem             *MemJSON          `json:"mem,omitempty"`
 	PressureEpisode uint64            `json:"pressure_episode,omitempty"`
 	// Holders: pressure_enter only.
@@ -288,7 +289,7 @@ func EventJSON(e *stream.Event) EventObject {
 		Type: e.Kind.String(), Time: e.Time, Cause: cause, Reason: e.Reason,
 		PID: e.Owner.PID, Comm: e.Owner.Comm, CgroupID: e.Owner.CgroupID, Cgroup: e.Owner.CgroupPath,
 		Container: container(e.Owner.Container), CurrentPID: e.CurrentPID,
-		Bytes: e.Bytes, Truesize: e.Truesize, PressureEpisode: e.PressureID, Holders: e.Holders,
+		Bytes: e.Bytes, Truesize: e.Truesize, Location: e.Location, PressureEpisode: e.PressureID, Holders: e.Holders,
 	}
 	if e.Kind == stream.KindRefusal {
 		o.Direction = "recv"

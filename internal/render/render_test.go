@@ -463,3 +463,36 @@ func TestStalledShown(t *testing.T) {
 		t.Errorf("a stalled key with nobody stalled")
 	}
 }
+
+// Where the kernel freed a drop: on its line, and the places in the
+// summary; nothing where the kernel gave none.
+func TestDropPlaces(t *testing.T) {
+	e := events()[2]
+	e.Location = "tcp_rcv_established+0x2fe"
+	sum := summary()
+	sum.Totals.Places = []stream.Place{{Name: "tcp_rcv_established+0x2fe", Reason: "PROTO_MEM", Protocol: "tcp", Drops: 451}}
+	var buf bytes.Buffer
+	tx := NewText(&buf, ByPID)
+	tx.Event(&e)
+	tx.Summary(info(), sum)
+	for _, want := range []string{"at tcp_rcv_established+0x2fe", "    at tcp_rcv_established+0x2fe              451  PROTO_MEM tcp"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, buf.String())
+		}
+	}
+	buf.Reset()
+	j := NewJSON(&buf)
+	j.Event(&e)
+	j.Summary(info(), sum)
+	j.Flush()
+	for _, want := range []string{`"location":"tcp_rcv_established+0x2fe"`, `"drops_by_place":[{"place":"tcp_rcv_established+0x2fe","reason":"PROTO_MEM","protocol":"tcp","drops":451}]`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("JSON lacks %s:\n%s", want, buf.String())
+		}
+	}
+	buf.Reset()
+	NewText(&buf, ByPID).Summary(info(), summary())
+	if strings.Contains(buf.String(), "  at ") {
+		t.Errorf("places shown where the kernel gave none:\n%s", buf.String())
+	}
+}

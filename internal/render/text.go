@@ -134,6 +134,9 @@ func (t *Text) Event(e *stream.Event) error {
 		if e.DropCause != "" {
 			detail = append(detail, "cause "+e.DropCause)
 		}
+		if e.Location != "" {
+			detail = append(detail, "at "+termsafe.Name(e.Location))
+		}
 		if s.Family != 0 && s.Protocol == 6 {
 			detail = append(detail, fmt.Sprintf("rmem %d/%d", s.RmemAlloc, s.Rcvbuf), mem)
 		}
@@ -203,6 +206,19 @@ func (t *Text) Summary(info stream.Info, s aggregate.Summary) error {
 		if v := tot.Causes[c]; v > 0 || c != stream.CauseUnknown {
 			row("TCP drops caused by "+c.String(), v, "")
 		}
+	}
+	// Where in the kernel (named where kallsyms is readable): the most
+	// common places, which a kernel engineer reads as the code path.
+	for i, p := range tot.Places {
+		if i == TopN {
+			fmt.Fprintf(w, "  ... %d more places\n", len(tot.Places)-TopN)
+			break
+		}
+		name := p.Name
+		if name == "" {
+			name = fmt.Sprintf("%#x", p.Addr)
+		}
+		row("  at "+termsafe.Name(name), p.Drops, p.Reason+" "+p.Protocol)
 	}
 	for _, c := range stream.Counters[stream.AbortCounters:] {
 		counter(c)

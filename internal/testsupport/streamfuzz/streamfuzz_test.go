@@ -113,7 +113,7 @@ func (s *bytesource) event(t0 time.Time) stream.Event {
 		DropCause: causes[int(s.byte())%len(causes)], Send: s.byte()%2 == 0,
 		CurrentPID: uint32(s.small()), Bytes: uint32(s.small()), Truesize: uint32(s.small()),
 		Mem:        stream.Mem{Allocated: int64(s.small()) - 5, Limits: [3]int64{int64(s.small()), int64(s.small()), int64(s.small())}},
-		PressureID: s.small(),
+		PressureID: s.small(), Location: s.str(),
 	}
 	e.Socket = stream.Socket{Cookie: s.small(), NetNS: uint32(s.small()), Family: []uint16{0, 2, 10}[s.byte()%3],
 		Protocol: []uint8{0, 6, 17}[s.byte()%3], State: stream.State(s.byte() % 16), Src: s.addr(), Dst: s.addr(),
@@ -143,6 +143,7 @@ func (s *bytesource) snapshot(at time.Time, final bool) stream.Snapshot {
 			Orphans: int64(s.small()), MaxOrphans: int64(s.small()) - 1, TimeWait: int64(s.small())}}
 	if s.byte()%3 == 0 {
 		sn.Totals.Missed = map[string]uint64{stream.EventDrops: s.small(), s.str(): s.small()}
+		sn.Totals.Places = []stream.Place{{Name: s.str(), Reason: s.str(), Protocol: "tcp", Drops: s.small()}}
 	}
 	for range s.byte() % 5 {
 		sn.Owners = append(sn.Owners, stream.OwnerCounts{Owner: stream.Owner{PID: uint32(s.small()), Comm: s.str(),

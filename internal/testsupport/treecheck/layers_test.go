@@ -18,7 +18,7 @@ const module = "github.com/tcpmemtrace/tcpmemtrace"
 var layers = map[string]int{
 	"stream": 0, // the model: the record stream's types
 
-	"internal/units": 1, "internal/procfs": 1, "internal/kmsg": 1, "internal/netns": 1, // system readers
+	"internal/units": 1, "internal/procfs": 1, "internal/kmsg": 1, "internal/netns": 1, "internal/ksym": 1, // system readers
 	"internal/termsafe": 1, // text made safe for terminals
 
 	"internal/owner": 2, "internal/sockdiag": 2, "internal/ctrnames": 2, // owners, sockets and containers, named
