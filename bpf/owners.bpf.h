@@ -83,7 +83,9 @@ static __always_inline struct listener_key listener_key_of(const struct sock *sk
 {
 	struct listener_key k = {};
 
-	k.netns = sk_netns(sk);
+	/* Read, not loaded: from a syscall's fd the socket is not a trusted
+	 * pointer. */
+	k.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	k.port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	return k;
 }
@@ -97,8 +99,8 @@ static __always_inline struct owner *stamped_owner(const struct sock *sk)
 }
 
 /* Who an event on the socket is counted for: its stamped owner, else (not
- * yet accepted) its listener's. Read only: the listener's record is
- * shared. */
+ * yet accepted, or its stamp was missed) its listener's. Read only: the
+ * listener's record is shared. */
 static __always_inline struct owner *owner_of(const struct sock *sk)
 {
 	struct owner *o = stamped_owner(sk);
@@ -106,11 +108,11 @@ static __always_inline struct owner *owner_of(const struct sock *sk)
 
 	if (o)
 		return o;
+	/* Settled from the open files soon after: who holds it, if anyone
+	 * does (a stamp the kernel skipped, an io_uring accept). */
+	unowned_seen = 1;
 	lk = listener_key_of(sk);
-	o = bpf_map_lookup_elem(&listeners, &lk);
-	if (!o)
-		unowned_seen = 1;
-	return o;
+	return bpf_map_lookup_elem(&listeners, &lk);
 }
 
 /* Owner filters run before anything is counted: filtered totals are the

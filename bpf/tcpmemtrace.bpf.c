@@ -454,7 +454,9 @@ int BPF_PROG(tp_inet_sock_set_state, const struct sock *sk, int oldstate, int ne
 	} else if (newstate == TCP_LISTEN) {
 		stamp_owner(sk);
 		stamp_listener(sk);
-	} else if (oldstate == TCP_LISTEN) {
+	} else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
+		/* The listener closes. (Its children start from a copy of its
+		 * state: their LISTEN -> SYN_RECV is no close.) */
 		struct listener_key lk = listener_key_of(sk);
 
 		bpf_map_delete_elem(&listeners, &lk);
@@ -483,6 +485,23 @@ SEC("tracepoint/syscalls/sys_exit_accept")
 int tp_sys_exit_accept(struct trace_event_raw_sys_exit *ctx)
 {
 	return stamp_fd(ctx->ret);
+}
+
+/* listen() does not pass through inet_sock_set_state (its state is stored
+ * directly): its caller owns the socket, and the connections that will
+ * wait in its accept queue. The port is bound by then (bind(), or autobind
+ * for a listen without one: then the port is 0 here and only the socket is
+ * stamped). */
+SEC("tracepoint/syscalls/sys_enter_listen")
+int tp_sys_enter_listen(struct trace_event_raw_sys_enter *ctx)
+{
+	struct sock *sk = file_tcp_sock(fd_file(ctx->args[0]));
+
+	if (sk) {
+		stamp_owner(sk);
+		stamp_listener(sk);
+	}
+	return 0;
 }
 
 /* A forking server (postmaster, sshd, inetd) accepts, forks a handler and

@@ -185,6 +185,7 @@ const (
 	bpfProgTpSockExceedBufLimit        = "tp_sock_exceed_buf_limit"
 	bpfProgTpSockSendLength            = "tp_sock_send_length"
 	bpfProgTpSysEnterClose             = "tp_sys_enter_close"
+	bpfProgTpSysEnterListen            = "tp_sys_enter_listen"
 	bpfProgTpSysExitAccept             = "tp_sys_exit_accept"
 	bpfProgTpSysExitAccept4            = "tp_sys_exit_accept4"
 	bpfProgTpTcpDestroySock            = "tp_tcp_destroy_sock"
@@ -264,6 +265,7 @@ type bpfProgramSpecs struct {
 	TpSockExceedBufLimit        *ebpf.ProgramSpec `ebpf:"tp_sock_exceed_buf_limit"`
 	TpSockSendLength            *ebpf.ProgramSpec `ebpf:"tp_sock_send_length"`
 	TpSysEnterClose             *ebpf.ProgramSpec `ebpf:"tp_sys_enter_close"`
+	TpSysEnterListen            *ebpf.ProgramSpec `ebpf:"tp_sys_enter_listen"`
 	TpSysExitAccept             *ebpf.ProgramSpec `ebpf:"tp_sys_exit_accept"`
 	TpSysExitAccept4            *ebpf.ProgramSpec `ebpf:"tp_sys_exit_accept4"`
 	TpTcpDestroySock            *ebpf.ProgramSpec `ebpf:"tp_tcp_destroy_sock"`
@@ -399,6 +401,7 @@ type bpfPrograms struct {
 	TpSockExceedBufLimit        *ebpf.Program `ebpf:"tp_sock_exceed_buf_limit"`
 	TpSockSendLength            *ebpf.Program `ebpf:"tp_sock_send_length"`
 	TpSysEnterClose             *ebpf.Program `ebpf:"tp_sys_enter_close"`
+	TpSysEnterListen            *ebpf.Program `ebpf:"tp_sys_enter_listen"`
 	TpSysExitAccept             *ebpf.Program `ebpf:"tp_sys_exit_accept"`
 	TpSysExitAccept4            *ebpf.Program `ebpf:"tp_sys_exit_accept4"`
 	TpTcpDestroySock            *ebpf.Program `ebpf:"tp_tcp_destroy_sock"`
@@ -425,6 +428,7 @@ func (p *bpfPrograms) Close() error {
 		p.TpSockExceedBufLimit,
 		p.TpSockSendLength,
 		p.TpSysEnterClose,
+		p.TpSysEnterListen,
 		p.TpSysExitAccept,
 		p.TpSysExitAccept4,
 		p.TpTcpDestroySock,

@@ -2,6 +2,8 @@ package tracer_test
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -70,7 +72,7 @@ func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced 
 		rerr error
 	)
 	for _, h := range tr.Info().Hooks {
-		out.sendHook = out.sendHook || strings.Contains(h.Using, "sock_send_length")
+		out.sendHook = out.sendHook || strings.Contains(h.Using, "send stalls: tp_btf/sock_send_length")
 		out.placed = out.placed || h.Event == stream.EventDrops && strings.HasPrefix(h.Using, "tp_btf/kfree_skb (rx_sk)")
 	}
 	wg.Add(1)
@@ -329,12 +331,14 @@ func checkEvents(t *testing.T, r traced) {
 		return
 	}
 	var aborts, drops uint64
+	wrong := map[string]int{}              // owner -> drops or aborts misattributed
+	sockets := map[netip.AddrPort]string{} // a misattributed socket -> how it looked
 	for _, e := range r.events {
 		switch e.Kind {
 		case stream.KindAbort:
 			aborts++
 			if int(e.Owner.PID) != r.res.WriterPID || e.Owner.Comm != "tmt-writer" {
-				t.Errorf("abort owned by %d %q, want the writer %d", e.Owner.PID, e.Owner.Comm, r.res.WriterPID)
+				wrong[fmt.Sprintf("abort by %d %q", e.Owner.PID, e.Owner.Comm)]++
 			}
 		case stream.KindDrop:
 			if e.Reason != "PROTO_MEM" {
@@ -342,9 +346,20 @@ func checkEvents(t *testing.T, r traced) {
 			}
 			drops++
 			if int(e.Owner.PID) != r.res.ReaderPID || e.Owner.Comm != "tmt-reader" {
-				t.Errorf("drop owned by %d %q, want the reader %d", e.Owner.PID, e.Owner.Comm, r.res.ReaderPID)
+				wrong[fmt.Sprintf("drop by %d %q", e.Owner.PID, e.Owner.Comm)]++
+				sockets[e.Socket.Dst] = fmt.Sprintf("%v>%v %v cookie %d", e.Socket.Src, e.Socket.Dst, e.Socket.State, e.Socket.Cookie)
 			}
 		}
+	}
+	if len(wrong) > 0 {
+		var some []string
+		for _, v := range sockets {
+			if len(some) < 5 {
+				some = append(some, v)
+			}
+		}
+		t.Errorf("misattributed (want aborts by the writer %d, drops by the reader %d): %v, on %d sockets, e.g. %v",
+			r.res.WriterPID, r.res.ReaderPID, wrong, len(sockets), some)
 	}
 	if aborts != tot.Aborts() || drops != tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] {
 		t.Errorf("events: %d aborts, %d PROTO_MEM drops; totals: %d, %d", aborts, drops, tot.Aborts(), tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem])

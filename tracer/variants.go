@@ -111,15 +111,15 @@ var eventVariants = []struct {
 		{label: "tp_btf/sock_exceed_buf_limit", programs: []string{bpfProgTpSockExceedBufLimit},
 			needs: tracepointArgs("sock_exceed_buf_limit", 4, "no kind argument (needs 4.16)")},
 	}},
-	// Owners are stamped where they change hands: connect and listen
-	// (state changes), accept, a close by the owner while others hold the
+	// Owners are stamped where they change hands: connect (a state
+	// change), listen (its syscall: the state is stored untraced), accept, a close by the owner while others hold the
 	// socket, the owner's exit; sockets older than the trace, and those
 	// handed over, from the open files (iter/task_file).
 	{event: stream.EventOwners, optional: true, variants: []variant{
-		{label: "tp_btf/inet_sock_set_state, tp_btf/tcp_destroy_sock, tracepoint/syscalls/sys_exit_accept{,4}, " +
-			"tracepoint/syscalls/sys_enter_close, tp_btf/sched_process_exit",
-			programs: []string{bpfProgTpInetSockSetState, bpfProgTpTcpDestroySock, bpfProgTpSysExitAccept4, bpfProgTpSysExitAccept,
-				bpfProgTpSysEnterClose, bpfProgTpSchedProcessExit},
+		{label: "tp_btf/inet_sock_set_state, tp_btf/tcp_destroy_sock, tracepoint/syscalls/sys_enter_listen, " +
+			"tracepoint/syscalls/sys_exit_accept{,4}, tracepoint/syscalls/sys_enter_close, tp_btf/sched_process_exit",
+			programs: []string{bpfProgTpInetSockSetState, bpfProgTpTcpDestroySock, bpfProgTpSysEnterListen, bpfProgTpSysExitAccept4,
+				bpfProgTpSysExitAccept, bpfProgTpSysEnterClose, bpfProgTpSchedProcessExit},
 			needs: all(tracepointArgs("inet_sock_set_state", 3, "no inet_sock_set_state (needs 4.16)"),
 				tracepointArgs("tcp_destroy_sock", 1, "no tcp_destroy_sock (needs 5.3)"))},
 	}},

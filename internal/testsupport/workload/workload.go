@@ -579,6 +579,10 @@ func handOver(s Scenario, fds []int) (int, error) {
 	for _, f := range files {
 		f.Close()
 	}
+	// A tracer settles a hand-over from the open files some milliseconds
+	// after the close (drops in between are the sender's, by design): the
+	// data comes after that, so that the test is about the holder.
+	time.Sleep(500 * time.Millisecond)
 	handlerStdin = in // the handler ends when the reader does, and this pipe with it
 	return cmd.Process.Pid, nil
 }
