@@ -177,7 +177,9 @@ func TestFlightRecorderEndToEnd(t *testing.T) {
 			firstAbort = e.Time
 		}
 	}
-	t.Logf("notices %+v", out.notices())
+	for _, n := range out.notices() {
+		t.Logf("notice: %s", n.Text)
+	}
 	t.Logf("trigger %+v; first event %v, first abort %v; aborts %d, kernel %d", start.Trigger, earliest, firstAbort,
 		summary.Totals.Events[stream.MemAborts], first)
 	if firstAbort.IsZero() || !earliest.Before(firstAbort) {
@@ -185,6 +187,10 @@ func TestFlightRecorderEndToEnd(t *testing.T) {
 	}
 	if got := summary.Totals.Events[stream.MemAborts]; got != first || first == 0 {
 		t.Errorf("the file counts %d aborts, the kernel %d", got, first)
+	}
+	if text, err := exec.Command(binary, "-r", files[0]).Output(); err == nil {
+		lines := strings.Split(string(text), "\n")
+		t.Logf("the file replayed, first lines:\n%s", strings.Join(lines[:min(14, len(lines))], "\n"))
 	}
 	if !strings.Contains(filepath.Base(files[0]), "-"+start.Trigger.Kind+".tmtrec") {
 		t.Errorf("file %s for trigger %s", files[0], start.Trigger.Kind)
