@@ -196,6 +196,10 @@ func (h *Holder) StallAge() time.Duration { return time.Duration(h.StalledMs) * 
 // StalledSocket is a socket whose owner has not read it for a while.
 type StalledSocket struct {
 	Cookie uint64 `json:"cookie"` // the socket's, as in events
+	// Its addresses: events before 5.12 may carry no cookie (none made yet).
+	NetNS uint32         `json:"netns,omitempty"`
+	Src   netip.AddrPort `json:"src,omitzero"`
+	Dst   netip.AddrPort `json:"dst,omitzero"`
 	Process
 	Bytes     uint64 `json:"queued_bytes"` // its receive queue, as charged
 	StalledMs uint64 `json:"stalled_ms"`   // since data last arrived

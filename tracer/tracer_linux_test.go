@@ -373,7 +373,12 @@ func checkHooks(t *testing.T, hooks []stream.Hook) {
 	t.Helper()
 	want := os.Getenv("TCPMEMTRACE_EXPECT_HOOKS")
 	for _, h := range hooks {
-		t.Logf("hook %s: %s %v", h.Event, h.Using, h.Rejected)
+		t.Logf("hook %s: %s %v %v", h.Event, h.Using, h.Rejected, h.Notes)
+		for _, n := range h.Notes {
+			if strings.Contains(n, "not attached") { // a host as tested has tracefs, and every hook
+				t.Errorf("%s: %s", h.Event, n)
+			}
+		}
 		if h.Event != stream.EventAborts && h.Event != stream.EventPressure {
 			continue
 		}

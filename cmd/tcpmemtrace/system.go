@@ -155,7 +155,7 @@ func ensureTracefs(stderr io.Writer) (unmount func()) {
 	}
 	const at = "/sys/kernel/tracing"
 	if err := unix.Mount("tracefs", at, "tracefs", 0, ""); err != nil {
-		fmt.Fprintf(stderr, "tcpmemtrace: tracefs is not mounted and mounting it at %s failed (%v): accepted sockets get no owner until they send or receive\n", at, err)
+		fmt.Fprintf(stderr, "tcpmemtrace: tracefs is not mounted and mounting it at %s failed (%v): listening and accepted sockets get their owner from the open files, up to a second late\n", at, err)
 		return func() {}
 	}
 	return func() { _ = unix.Unmount(at, 0) }

@@ -254,17 +254,23 @@ func (a *Aggregator) SetKernelLog(c kmsg.Counts) {
 // Summary returns the summary so far: owners and sockets most active first.
 func (a *Aggregator) Summary() Summary {
 	s := a.s
-	var stalledMs map[uint64]uint64
+	// Events and sock_diag name a socket by the same cookie; events that
+	// carry none (before 5.12 a cookie exists only once something asked
+	// for one) by its addresses.
+	stalledMs := map[sockKey]uint64{}
 	if s.Stalled != nil {
-		stalledMs = make(map[uint64]uint64, len(s.Stalled.Sockets))
 		for _, so := range s.Stalled.Sockets {
-			stalledMs[so.Cookie] = so.StalledMs
+			stalledMs[sockKey{cookie: so.Cookie}] = so.StalledMs
+			stalledMs[sockKey{netns: so.NetNS, src: so.Src, dst: so.Dst}] = so.StalledMs
 		}
 	}
 	s.Sockets = make([]*SocketStats, 0, len(a.sockets))
 	for _, st := range a.sockets {
-		if st.Cookie != 0 { // events and sock_diag name a socket by the same cookie
-			st.StalledMs = stalledMs[st.Cookie]
+		if st.Cookie != 0 {
+			st.StalledMs = stalledMs[sockKey{cookie: st.Cookie}]
+		}
+		if st.StalledMs == 0 {
+			st.StalledMs = stalledMs[sockKey{netns: st.NetNS, src: st.Src, dst: st.Dst}]
 		}
 		s.Sockets = append(s.Sockets, st)
 	}

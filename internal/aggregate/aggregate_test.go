@@ -146,3 +146,22 @@ func TestStalledFromTheLastLook(t *testing.T) {
 	look(3, 13000, stalled(13000), reader)
 	check(3, 13000)
 }
+
+// Before 5.12 an event's socket may have no cookie yet (nothing had asked
+// for one): its stall age is found by its addresses.
+func TestStalledWithoutCookie(t *testing.T) {
+	a := New(time.Unix(0, 0))
+	src, dst := netip.MustParseAddrPort("127.0.0.1:80"), netip.MustParseAddrPort("127.0.0.1:5000")
+	other := netip.MustParseAddrPort("127.0.0.1:5001")
+	for _, d := range []netip.AddrPort{dst, other} {
+		e := stream.Event{Kind: stream.KindDrop, Reason: "PROTO_MEM", Socket: stream.Socket{NetNS: 7, Family: 2, Protocol: 6, Src: src, Dst: d}}
+		a.Add(stream.Record{Event: &e})
+	}
+	sn := stream.Snapshot{Time: time.Unix(1, 0), Stalled: []stream.StalledSocket{{Cookie: 99, NetNS: 7, Src: src, Dst: dst, StalledMs: 9000}}}
+	a.Add(stream.Record{Snapshot: &sn})
+	for _, so := range a.Summary().Sockets {
+		if want := map[netip.AddrPort]uint64{dst: 9000}[so.Dst]; so.StalledMs != want {
+			t.Errorf("%v: stalled %d ms, want %d", so.Dst, so.StalledMs, want)
+		}
+	}
+}

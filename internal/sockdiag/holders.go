@@ -54,10 +54,13 @@ type Holdings struct {
 func Holders(n int) (Holdings, error) {
 	var socks []Socket
 	entered := 0
-	for _, path := range netns.List() {
+	for ino, path := range netns.List() {
 		s, err := DumpNetns(path)
 		if err != nil {
 			continue // gone meanwhile, or not ours to enter
+		}
+		for i := range s {
+			s[i].NetNS = ino
 		}
 		socks = append(socks, s...)
 		entered++
@@ -66,6 +69,9 @@ func Holders(n int) (Holdings, error) {
 		s, err := Dump()
 		if err != nil {
 			return Holdings{}, err
+		}
+		for i := range s {
+			s[i].NetNS = netns.Self()
 		}
 		socks = s
 	}

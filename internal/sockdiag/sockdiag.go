@@ -20,6 +20,7 @@ import (
 
 // Socket is one TCP socket and the memory charged to it.
 type Socket struct {
+	NetNS  uint32 // its network namespace's inode, when the caller knows it
 	Family uint8
 	State  uint8
 	Src    netip.AddrPort

@@ -67,8 +67,8 @@ func StalledSockets(socks []Socket, owners map[uint32]stream.Process, n int) []s
 			continue
 		}
 		if age, stalled := s.StallAge(); stalled {
-			out = append(out, stream.StalledSocket{Cookie: s.Cookie, Process: p, Bytes: uint64(s.Mem.RmemAlloc),
-				StalledMs: uint64(age.Milliseconds())})
+			out = append(out, stream.StalledSocket{Cookie: s.Cookie, NetNS: s.NetNS, Src: s.Src, Dst: s.Dst, Process: p,
+				Bytes: uint64(s.Mem.RmemAlloc), StalledMs: uint64(age.Milliseconds())})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -8,6 +8,9 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
+# Classic tracepoints (the syscalls' ones stamp owners at listen and
+# accept) are attached by their ids in tracefs, as on any host.
+mount -t tracefs tracefs /sys/kernel/tracing
 # Hybrid cgroups, as on the development host: the v1 memory controller
 # (TCP memory limits) where the kernel still has it, cgroup2 beside it.
 mount -t tmpfs cgroup /sys/fs/cgroup
