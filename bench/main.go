@@ -35,7 +35,8 @@ func main() {
 		rounds  = flag.Int("rounds", 12, "throughput rounds (each tool once per round)")
 		iperfT  = flag.Duration("iperf", 2*time.Second, "length of each iperf3 run")
 		starts  = flag.Int("starts", 5, "startups timed per tool")
-		only    = flag.String("only", "", "run only these steps (comma-separated: attach,cost,storm,cpu,tcp,throughput)")
+		idle    = flag.Duration("idle", time.Minute, "how long each tool's idle CPU is measured")
+		only    = flag.String("only", "", "run only these steps (comma-separated: attach,connections,idle,cost,storm,cpu,tcp,throughput)")
 	)
 	flag.Parse()
 	if *render {
@@ -52,7 +53,7 @@ func main() {
 	if err := preflight(*bin, *tcpdrop); err != nil {
 		exit(err)
 	}
-	r, err := measure(config{bin: *bin, tcpdrop: *tcpdrop, phase: *secs, iperfTime: *iperfT, rounds: *rounds, starts: *starts, only: splitList(*only)})
+	r, err := measure(config{bin: *bin, tcpdrop: *tcpdrop, phase: *secs, iperfTime: *iperfT, rounds: *rounds, starts: *starts, idleTime: *idle, only: splitList(*only)})
 	if err != nil {
 		exit(err)
 	}

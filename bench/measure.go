@@ -27,6 +27,7 @@ type config struct {
 	rounds        int
 	starts        int
 	costDatagrams uint64
+	idleTime      time.Duration
 	only          []string // steps to run; all when empty
 }
 
@@ -90,6 +91,8 @@ func measure(c config) (*Results, error) {
 		fn   func(*Results) error
 	}{
 		{"attach", b.startup},
+		{"connections", b.connections},
+		{"idle", b.idle},
 		{"cost", b.cost},
 		{"storm", b.storm},
 		{"cpu", b.cpu},

@@ -23,7 +23,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${TCPMEMTRACE_KERNEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tcpmemtrace/kernels}
 tests=${TMT_TESTS:-TestOutOfMemoryAborts|TestTooManyOrphans|TestRcvbufDrops|TestPressureOnly|TestMemcgLimitedDrops|TestHandOver}
-e2e=${TMT_E2E:-EndToEnd|TestListProbes|TestRecordAndReplay|TestPreexistingConnections|TestSigtermDetaches|TestUnknownNetns|TestFlightRecorder}
+e2e=${TMT_E2E:-TestOutOfMemoryEndToEnd|TestAttributionEndToEnd|FilterEndToEnd|TestSlowConsumerEndToEnd|TestListProbes|TestRecordAndReplay|TestPreexistingConnections|TestSigtermDetaches|TestUnknownNetns}
 mirror=${TMT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security=${TMT_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
 mkdir -p "$cache"
