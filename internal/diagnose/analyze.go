@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sort"
 
+	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/units"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
@@ -268,7 +269,8 @@ func (r *Report) verdicts(in *Input) {
 	}
 	sb := r.SinceBoot
 	if n := sb["TCPAbortOnMemory"]; n > 0 {
-		r.add(Warning, "%d sockets killed for memory since boot (TCPAbortOnMemory)", n)
+		r.add(Warning, "%d sockets killed for memory since boot (TCPAbortOnMemory; logged as %q or %q, %s)", n,
+			"TCP: "+kmsg.Warnings[0].Text, "TCP: "+kmsg.Warnings[1].Text, kmsg.LegacyNote)
 	}
 	if n := sb["TCPMemoryPressures"]; n > 0 {
 		r.add(Info, "%d pressure episodes since boot, %.1fs under pressure in total (TCPMemoryPressures, ...Chrono)",

@@ -25,6 +25,14 @@ var Warnings = []Warning{
 	{Key: "orphan_aborts", Text: "too many orphaned sockets"},
 }
 
+// LegacyWarning is what kernels before 3.6 printed for either abort,
+// without the "TCP: " prefix: guides still quote it, and a kernel this tool
+// runs on (5.10 and later) prints the two Warnings above instead.
+const LegacyWarning = "Out of socket memory"
+
+// LegacyNote says what LegacyWarning became, for people who grep for it.
+const LegacyNote = `kernels before 3.6 printed both as "` + LegacyWarning + `"`
+
 // Counts is what was read since Start.
 type Counts struct {
 	Lines map[string]int // by Warning.Key

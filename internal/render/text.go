@@ -9,6 +9,7 @@ import (
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/sockdiag"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/termsafe"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/units"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
@@ -276,6 +277,7 @@ func (t *Text) Summary(info stream.Info, s aggregate.Summary) error {
 		if kl.Suppressed > 0 {
 			fmt.Fprintf(w, "  net_ratelimit suppressed %d networking lines\n", kl.Suppressed)
 		}
+		fmt.Fprintf(w, "  (%s)\n", kmsg.LegacyNote)
 	}
 	return w.Flush()
 }
