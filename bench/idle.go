@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"regexp"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -67,46 +72,34 @@ type StartupWith struct {
 
 var connectionCounts = []int{0, 5000, 20000}
 
+// perHolder is how many connections one holder process keeps: both ends,
+// so twice as many descriptors, within a hard limit of 20000 files (no
+// CAP_SYS_RESOURCE to raise it).
+const perHolder = 5000
+
 // connections times the start with connections already open: the start
 // names every socket's owner from the open files (iter/task_file), so its
-// cost grows with the sockets. They are loopback connections this process
-// holds, both ends, closed at the end.
+// cost grows with the sockets. They are loopback connections that holder
+// processes keep, both ends, until the step ends.
 func (b *bench) connections(r *Results) error {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return err
-	}
-	need := uint64(2*connectionCounts[len(connectionCounts)-1] + 1024)
-	if lim.Cur < need {
-		raised := syscall.Rlimit{Cur: need, Max: max(lim.Max, need)}
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err != nil {
-			return fmt.Errorf("raising the open files limit to %d: %w", need, err)
-		}
-		defer syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	defer ln.Close()
-	var conns []net.Conn
+	var holders []*exec.Cmd
 	defer func() {
-		for _, c := range conns {
-			c.Close()
+		for _, h := range holders {
+			h.Process.Kill()
+			h.Wait()
 		}
 	}()
 	tm := &b.tools[0]
+	open := 0
 	for _, n := range connectionCounts {
-		for len(conns) < 2*n {
-			c, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				return fmt.Errorf("connection %d: %w", len(conns)/2, err)
-			}
-			a, err := ln.Accept()
+		for open < n {
+			k := min(perHolder, n-open)
+			h, err := startHolder(k)
 			if err != nil {
 				return err
 			}
-			conns = append(conns, c, a)
+			holders = append(holders, h)
+			open += k
 		}
 		s := StartupWith{Connections: n}
 		for range b.starts {
@@ -124,4 +117,54 @@ func (b *bench) connections(r *Results) error {
 		progress("exec -> attached with %d connections: %.0f ms", n, s.MedianMs)
 	}
 	return nil
+}
+
+// startHolder runs this program as a holder of n loopback connections and
+// waits until they are open.
+func startHolder(n int) (*exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), roleEnv+"=conns", "TCPMEMTRACE_BENCH_CONNS="+strconv.Itoa(n))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "open" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("holding %d connections: %q %v", n, line, err)
+	}
+	return cmd, nil
+}
+
+// holdConnections is the holder: n connections to its own listener, both
+// ends kept until it is killed.
+func holdConnections(n int) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	conns := make([]net.Conn, 0, 2*n)
+	for len(conns) < 2*n {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return fmt.Errorf("connection %d: %w", len(conns)/2, err)
+		}
+		a, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		conns = append(conns, c, a)
+	}
+	fmt.Println("open")
+	select {}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -18,6 +19,14 @@ const roleEnv = "TCPMEMTRACE_BENCH_ROLE"
 // runRoleIfChild runs the iperf3 pair inside the fresh network namespace
 // this process was started in, prints the client's JSON and exits.
 func runRoleIfChild() {
+	if os.Getenv(roleEnv) == "conns" {
+		n, err := strconv.Atoi(os.Getenv("TCPMEMTRACE_BENCH_CONNS"))
+		if err == nil {
+			err = holdConnections(n)
+		}
+		fmt.Fprintln(os.Stderr, "holding connections:", err)
+		os.Exit(1)
+	}
 	if os.Getenv(roleEnv) != "iperf" {
 		return
 	}

@@ -12,7 +12,7 @@ func TestTargets(t *testing.T) {
 		Cost: []Cost{
 			{Tool: emptyName, Phase: "unrelated", Datagrams: 10, KfreeNsPerCall: 70, TotalNsPerDatagram: 70},
 			{Tool: emptyName, Phase: "counted", Datagrams: 10, KfreeNsPerCall: 70, TotalNsPerDatagram: 70},
-			{Tool: tm, Phase: "unrelated", Datagrams: 10, KfreeNsPerCall: 80, TotalNsPerDatagram: 90},  // 1.125×: met
+			{Tool: tm, Phase: "unrelated", Datagrams: 10, KfreeNsPerCall: 80, TotalNsPerDatagram: 90}, // 1.125×: met
 			{Tool: tm, Phase: "counted", Datagrams: 10, KfreeNsPerCall: 400, TotalNsPerDatagram: 410}, // 1.28×: not met
 			{Tool: "bpftrace count", Phase: "unrelated", Datagrams: 10, KfreeNsPerCall: 80, TotalNsPerDatagram: 80},
 			{Tool: "bpftrace count", Phase: "counted", Datagrams: 10, KfreeNsPerCall: 320, TotalNsPerDatagram: 320},
