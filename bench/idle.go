@@ -28,8 +28,10 @@ const tmDaemon = "tcpmemtrace -q --metrics-addr"
 // idle measures each way of running the tool, and bpftrace's count, over a
 // quiet stretch: what it costs a machine it never finds anything on.
 func (b *bench) idle(r *Results) error {
-	runs := []tool{b.tools[0], {Name: tmDaemon, Argv: []string{b.bin, "-q", "--metrics-addr", "127.0.0.1:0"},
-		ready: regexp.MustCompile(`metrics on http`)}}
+	daemon := b.tools[0]
+	daemon.Name, daemon.Argv = tmDaemon, []string{b.bin, "-q", "--metrics-addr", "127.0.0.1:0"}
+	daemon.ready, daemon.event, daemon.jsonArgv = regexp.MustCompile(`metrics on http`), nil, nil
+	runs := []tool{b.tools[0], daemon}
 	for _, t := range b.tools[1:] {
 		if t.Name == "bpftrace count" {
 			runs = append(runs, t)
