@@ -104,17 +104,10 @@ func (b *bench) connections(r *Results) error {
 			open += k
 		}
 		s := StartupWith{Connections: n}
-		for range b.starts {
-			run, err := start(tm, tm.Argv)
-			if err != nil {
-				return err
-			}
-			s.Ms = append(s.Ms, ms(run.ReadyIn))
-			if err := run.stop(); err != nil {
-				return err
-			}
+		var err error
+		if s.Ms, s.MedianMs, err = b.timeStarts(tm); err != nil {
+			return err
 		}
-		s.MedianMs = median(s.Ms)
 		r.StartupWith = append(r.StartupWith, s)
 		progress("exec -> attached with %d connections: %.0f ms", n, s.MedianMs)
 	}

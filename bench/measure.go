@@ -157,20 +157,30 @@ func (b *bench) startup(r *Results) error {
 	for i := range b.tools {
 		t := &b.tools[i]
 		s := Startup{Tool: t.Name}
-		for range b.starts {
-			run, err := start(t, t.Argv)
-			if err != nil {
-				return err
-			}
-			s.Ms = append(s.Ms, ms(run.ReadyIn))
-			if err := run.stop(); err != nil {
-				return err
-			}
+		var err error
+		if s.Ms, s.MedianMs, err = b.timeStarts(t); err != nil {
+			return err
 		}
-		s.MedianMs = median(s.Ms)
 		r.Startup = append(r.Startup, s)
 	}
 	return nil
+}
+
+// timeStarts starts and stops the tool b.starts times: exec -> attached,
+// each and the median, in ms.
+func (b *bench) timeStarts(t *tool) ([]float64, float64, error) {
+	var all []float64
+	for range b.starts {
+		run, err := start(t, t.Argv)
+		if err != nil {
+			return nil, 0, err
+		}
+		all = append(all, ms(run.ReadyIn))
+		if err := run.stop(); err != nil {
+			return nil, 0, err
+		}
+	}
+	return all, median(all), nil
 }
 
 // ---- per-call cost ----------------------------------------------------------

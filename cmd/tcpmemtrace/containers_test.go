@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -52,22 +51,7 @@ func TestContainerNamesEndToEnd(t *testing.T) {
 
 	target := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	rec := t.TempDir() + "/trace.tmtrec"
-	cmd := exec.Command(binary, "--json", "--metrics-addr", target, "-w", rec)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill() })
-	lines := bufio.NewScanner(stdout)
-	lines.Buffer(make([]byte, 1<<20), 1<<20)
-	if !lines.Scan() {
-		t.Fatalf("no start line; stderr: %s", stderr.String())
-	}
+	cmd, lines, stderr := startJSON(t, "--json", "--metrics-addr", target, "-w", rec)
 	rest := make(chan []string, 1)
 	go func() {
 		var out []string
@@ -86,6 +70,7 @@ func TestContainerNamesEndToEnd(t *testing.T) {
 			t.Fatalf("podman inspect %s: %q", c.name, f)
 		}
 		c.id = f[0]
+		var err error
 		if c.pid, err = strconv.Atoi(f[1]); err != nil {
 			t.Fatal(err)
 		}

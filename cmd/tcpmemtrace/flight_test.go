@@ -95,25 +95,10 @@ func burst(t *testing.T, g *workload.Guard, s workload.Scenario) uint64 {
 func startFlight(t *testing.T, dir string, extra ...string) (*exec.Cmd, *lines, *bytes.Buffer) {
 	t.Helper()
 	args := append([]string{"--json", "--flight-recorder", "2m", "--flight-after", "10s", "--flight-holdoff", "20s", "--flight-dir", dir}, extra...)
-	cmd := exec.Command(binary, args...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill() })
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	if !sc.Scan() {
-		t.Fatalf("no start line; stderr: %s", stderr.String())
-	}
+	cmd, sc, stderr := startJSON(t, args...)
 	out := &lines{}
 	go out.read(sc)
-	return cmd, out, &stderr
+	return cmd, out, stderr
 }
 
 // The daemon with a flight recorder, over the tcp_mem reproduction: one

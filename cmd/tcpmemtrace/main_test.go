@@ -125,6 +125,34 @@ func TestListProbes(t *testing.T) {
 	}
 }
 
+// startJSON runs the binary with args (--json among them), its standard
+// error kept, and returns a scanner over its standard output that has read
+// the start line; it is killed at the end of the test.
+func startJSON(t *testing.T, args ...string) (*exec.Cmd, *bufio.Scanner, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	lines := bufio.NewScanner(stdout)
+	lines.Buffer(make([]byte, 1<<20), 1<<20)
+	if !lines.Scan() {
+		t.Fatalf("no start line; stderr: %s", stderr.String())
+	}
+	var start render.StartObject
+	if err := json.Unmarshal(lines.Bytes(), &start); err != nil || start.Type != "start" {
+		t.Fatalf("first line %q: %v", lines.Text(), err)
+	}
+	return cmd, lines, stderr
+}
+
 // e2e is one run of the real binary over a scenario.
 type e2e struct {
 	env       *workload.Env
@@ -192,24 +220,9 @@ func runE2E(t *testing.T, s workload.Scenario, readerCgroup int, args func(*e2e)
 	}
 	t.Cleanup(r.env.Close)
 
-	cmd := exec.Command(binary, append([]string{"--json"}, args(r)...)...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
+	cmd, lines, stderr := startJSON(t, append([]string{"--json"}, args(r)...)...)
+	if err := json.Unmarshal(lines.Bytes(), &r.start); err != nil {
 		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill() })
-	lines := bufio.NewScanner(stdout)
-	lines.Buffer(make([]byte, 1<<20), 1<<20)
-	if !lines.Scan() {
-		t.Fatalf("no start line; stderr: %s", stderr.String())
-	}
-	if err := json.Unmarshal(lines.Bytes(), &r.start); err != nil || r.start.Type != "start" {
-		t.Fatalf("first line %q: %v", lines.Text(), err)
 	}
 
 	// Read the rest as it comes: a full pipe would stall the tracer.

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -38,9 +36,7 @@ type StallEnv struct {
 	// Since is when the last data the stalled sockets hold arrived: their
 	// stall ages count from there.
 	Since time.Time
-	cmd   *exec.Cmd
-	in    io.WriteCloser
-	out   *bufio.Reader
+	coordinator
 }
 
 // Roles of the reproduction (RunRoleIfChild runs them); the readers' comms
@@ -72,36 +68,13 @@ func (s Stall) withDefaults() Stall {
 // StartStall creates the namespace, its coordinator and both readers,
 // listening; the connections open with Run.
 func StartStall(s Stall) (*StallEnv, error) {
-	cmd, err := child(roleStallCoord, "tmt-writer", s.withDefaults())
+	e := &StallEnv{}
+	c, err := startCoordinator(roleStallCoord, "tmt-writer", s.withDefaults(), &e.StalledPID, &e.SlowPID)
 	if err != nil {
 		return nil, err
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
-	e := &StallEnv{cmd: cmd}
-	if e.in, err = cmd.StdinPipe(); err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	e.out = bufio.NewReader(stdout)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting the coordinator in a new network namespace: %w", err)
-	}
-	e.WriterPID = cmd.Process.Pid
-	line, err := e.out.ReadString('\n')
-	if _, serr := fmt.Sscanf(line, "ready %d %d", &e.StalledPID, &e.SlowPID); err != nil || serr != nil {
-		e.Close()
-		return nil, fmt.Errorf("coordinator: want \"ready PID PID\", got %q (%v)", line, err)
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid), &st); err != nil {
-		e.Close()
-		return nil, err
-	}
-	e.NetNS = uint32(st.Ino)
+	e.coordinator = *c
+	e.WriterPID = c.cmd.Process.Pid
 	return e, nil
 }
 
@@ -122,15 +95,6 @@ func (e *StallEnv) Run() error {
 	}
 	e.Since = time.Unix(0, ns)
 	return nil
-}
-
-// Close ends the coordinator and its readers.
-func (e *StallEnv) Close() {
-	e.in.Close()
-	if e.cmd.ProcessState == nil {
-		e.cmd.Process.Kill()
-		e.cmd.Wait()
-	}
 }
 
 // runStallRole runs one of the reproduction's processes and exits.

@@ -137,45 +137,72 @@ func fail(err error) {
 // Env is a coordinator waiting in its own network namespace, with its
 // reader listening and its writer ready.
 type Env struct {
-	NetNS     uint32 // inode of the namespace
 	ReaderPID int
 	WriterPID int
-	cmd       *exec.Cmd
-	in        io.WriteCloser
-	out       *bufio.Reader
+	coordinator
 }
 
-// Start creates the namespace and its coordinator; traffic starts with Run.
-func Start(s Scenario) (*Env, error) {
-	cmd, err := child("coord", "", s)
+// coordinator is a reproduction's coordinating process, in a network
+// namespace of its own, spoken to a line at a time.
+type coordinator struct {
+	NetNS uint32 // inode of the namespace
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	out   *bufio.Reader
+}
+
+// startCoordinator runs role in a new network namespace and waits for its
+// "ready PID PID" line, whose PIDs go to first and second.
+func startCoordinator(role, name string, args any, first, second *int) (*coordinator, error) {
+	cmd, err := child(role, name, args)
 	if err != nil {
 		return nil, err
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
-	e := &Env{cmd: cmd}
-	if e.in, err = cmd.StdinPipe(); err != nil {
+	c := &coordinator{cmd: cmd}
+	if c.in, err = cmd.StdinPipe(); err != nil {
 		return nil, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
-	e.out = bufio.NewReader(stdout)
+	c.out = bufio.NewReader(stdout)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting the coordinator in a new network namespace: %w", err)
 	}
-	line, err := e.out.ReadString('\n')
-	if _, serr := fmt.Sscanf(line, "ready %d %d", &e.ReaderPID, &e.WriterPID); err != nil || serr != nil {
-		e.Close()
+	line, err := c.out.ReadString('\n')
+	if _, serr := fmt.Sscanf(line, "ready %d %d", first, second); err != nil || serr != nil {
+		c.Close()
 		return nil, fmt.Errorf("coordinator: want \"ready PID PID\", got %q (%v)", line, err)
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid), &st); err != nil {
-		e.Close()
+		c.Close()
 		return nil, err
 	}
-	e.NetNS = uint32(st.Ino)
+	c.NetNS = uint32(st.Ino)
+	return c, nil
+}
+
+// Close ends the coordinator and what it started.
+func (c *coordinator) Close() {
+	c.in.Close()
+	if c.cmd.ProcessState == nil {
+		c.cmd.Process.Kill()
+		c.cmd.Wait()
+	}
+}
+
+// Start creates the namespace and its coordinator; traffic starts with Run.
+func Start(s Scenario) (*Env, error) {
+	e := &Env{}
+	c, err := startCoordinator("coord", "", s, &e.ReaderPID, &e.WriterPID)
+	if err != nil {
+		return nil, err
+	}
+	e.coordinator = *c
 	return e, nil
 }
 
@@ -193,14 +220,6 @@ func (e *Env) Run() (Result, error) {
 		return r, fmt.Errorf("coordinator result %q: %w", line, err)
 	}
 	return r, e.cmd.Wait()
-}
-
-// Close kills whatever is left.
-func (e *Env) Close() {
-	if e.cmd.ProcessState == nil {
-		e.cmd.Process.Kill()
-		e.cmd.Wait()
-	}
 }
 
 // child prepares this binary to run a role with its arguments (a Scenario,
