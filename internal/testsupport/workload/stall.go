@@ -29,10 +29,9 @@ type Stall struct {
 
 // StallEnv is a running Stall.
 type StallEnv struct {
-	NetNS      uint32 // inode of the namespace
-	StalledPID int    // tmt-stalled
-	SlowPID    int    // tmt-slow
-	WriterPID  int    // tmt-writer, the coordinator
+	StalledPID int // tmt-stalled
+	SlowPID    int // tmt-slow
+	WriterPID  int // tmt-writer, the coordinator
 	// Since is when the last data the stalled sockets hold arrived: their
 	// stall ages count from there.
 	Since time.Time
