@@ -300,8 +300,10 @@ func TestTooManyOrphans(t *testing.T) {
 	}
 	checkEvents(t, r)
 	// Every victim was already closed by the writer (an orphan that keeps
-	// its owner). All but the first die inside close(); the first lingers
-	// in FIN_WAIT1 until its zero-window probe timer kills it.
+	// its owner). Most die inside close(); the first closed lingers in
+	// FIN_WAIT1 until its zero-window probe timer kills it, and so do those
+	// closed before the kernel's cached orphan count (refreshed every
+	// 100 ms) caught up: one on a quick machine, tens on a slow guest.
 	var late int
 	for _, e := range r.events {
 		if e.Kind != stream.KindAbort {
@@ -313,11 +315,14 @@ func TestTooManyOrphans(t *testing.T) {
 		}
 		if d >= 150*time.Millisecond {
 			late++
-			t.Logf("timer-path abort %s after close, state %v", d, e.Socket.State)
+			if e.Socket.State.String() != "FIN_WAIT1" { // the probe timer's state
+				t.Errorf("an abort %s after close in state %v: not the probe timer's", d, e.Socket.State)
+			}
 		}
 	}
-	if r.final.Totals.LostSamples == 0 && late != 1 {
-		t.Errorf("%d aborts long after close, want 1 (the first socket closed)", late)
+	t.Logf("%d of %d aborts by the probe timer, the rest inside close()", late, tot.Events[stream.OrphanAborts])
+	if r.final.Totals.LostSamples == 0 && (late < 1 || late > conns/2) {
+		t.Errorf("%d aborts long after close: want the first socket closed at least, and most inside close()", late)
 	}
 }
 
