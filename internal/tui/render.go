@@ -341,7 +341,10 @@ func gauge(pages int64, lim [3]int64, w int, st Styles) string {
 	if lim[2] <= 0 {
 		return "[" + strings.Repeat("?", w) + "]"
 	}
-	cell := func(v int64) int { return int(math.Min(float64(w), float64(v)*float64(w)/float64(lim[2]))) }
+	// Clamped to the bar both ways: a damaged recording can say anything.
+	cell := func(v int64) int {
+		return int(math.Max(0, math.Min(float64(w), float64(v)*float64(w)/float64(lim[2]))))
+	}
 	fill := cell(pages)
 	b := []rune(strings.Repeat("█", fill) + strings.Repeat("░", w-fill))
 	for _, m := range []int64{lim[0], lim[1]} {
@@ -361,28 +364,35 @@ func gauge(pages int64, lim [3]int64, w int, st Styles) string {
 
 var sparkRunes = []rune("▁▂▃▄▅▆▇█")
 
-// spark draws the last w values, scaled to their maximum.
+// spark draws the last w values, scaled to their maximum. Values below zero,
+// NaN or infinite (a damaged recording can carry them) draw as the lowest bar
+// rather than indexing outside the runes.
 func spark(v []float64, w int) string {
 	if len(v) > w {
 		v = v[len(v)-w:]
 	}
 	var top float64
 	for _, x := range v {
-		top = math.Max(top, x)
+		if drawable(x) {
+			top = math.Max(top, x)
+		}
 	}
 	var b strings.Builder
 	for i := 0; i < w-len(v); i++ {
 		b.WriteRune(' ')
 	}
+	last := len(sparkRunes) - 1
 	for _, x := range v {
 		i := 0
-		if top > 0 {
-			i = int(x / top * float64(len(sparkRunes)-1))
+		if top > 0 && drawable(x) && x > 0 {
+			i = min(last, int(x/top*float64(last)))
 		}
 		b.WriteRune(sparkRunes[i])
 	}
 	return b.String()
 }
+
+func drawable(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 
 func ints(v []int64) []float64 {
 	out := make([]float64, len(v))

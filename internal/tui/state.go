@@ -65,10 +65,19 @@ func (s *State) Add(r stream.Record) {
 	var rate float64
 	if s.prev != nil {
 		if dt := s.last.Time.Sub(s.prev.Time).Seconds(); dt > 0 {
-			rate = float64(s.last.Totals.TCPDrops()-s.prev.Totals.TCPDrops()) / dt
+			rate = rise(s.prev.Totals.TCPDrops(), s.last.Totals.TCPDrops()) / dt
 		}
 	}
 	s.drops = appendCapped(s.drops, rate)
+}
+
+// rise is how much a counter grew. A counter that went down (two recordings
+// joined, or a damaged one) shows no rate rather than a wrapped-around one.
+func rise(before, after uint64) float64 {
+	if after < before {
+		return 0
+	}
+	return float64(after - before)
 }
 
 func appendCapped[T any](s []T, v T) []T {
@@ -103,7 +112,7 @@ func (s *State) rates() Rates {
 		return r
 	}
 	a, b := &s.prev.Totals, &s.last.Totals
-	per := func(x, y uint64) float64 { return float64(y-x) / dt }
+	per := func(x, y uint64) float64 { return rise(x, y) / dt }
 	for c := range r.Events {
 		r.Events[c] = per(a.Events[c], b.Events[c])
 	}

@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"math"
 	"net/netip"
 	"strings"
 	"testing"
@@ -160,5 +161,27 @@ func TestNoticeShown(t *testing.T) {
 		if out := Render(s.Frame(Options{Group: "process", Sort: "drops"}), 40, h, plain()); strings.Count(out, "\n")+1 > h {
 			t.Errorf("height %d: %d lines", h, strings.Count(out, "\n")+1)
 		}
+	}
+}
+
+// A damaged recording can carry a negative memory figure and counters that go
+// down; the view draws them as nothing rather than panicking or showing a
+// wrapped-around rate (FuzzStream found the first in CI).
+func TestDamagedValuesDrawn(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC)
+	s := NewState(stream.Info{Start: t0, PageSize: 4096})
+	s.Add(stream.Record{Snapshot: snapshot(t0, -7, 500, 9)})
+	s.Add(stream.Record{Snapshot: snapshot(t0.Add(time.Second), -1<<40, 100, 3)})
+	f := s.Frame(Options{Group: "process", Sort: "drops"})
+	if f.Rates.Drops[stream.ReasonProtoMem] != 0 || f.Rates.Events[stream.MemAborts] != 0 || f.DropHistory[1] != 0 {
+		t.Errorf("counters that went down give rates %+v and history %v, want 0", f.Rates, f.DropHistory)
+	}
+	for _, w := range []int{80, 120} {
+		if out := Render(f, w, 40, plain()); !strings.Contains(out, "memory") {
+			t.Errorf("%d columns: no memory line in\n%s", w, out)
+		}
+	}
+	if got := spark([]float64{-1, math.NaN(), math.Inf(1), 2, 4}, 5); got != "▁▁▁▄█" {
+		t.Errorf("spark of damaged values = %q", got)
 	}
 }
