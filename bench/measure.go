@@ -396,6 +396,19 @@ func (b *bench) cpu(r *Results) error {
 			return err
 		}
 		time.Sleep(time.Second)
+		// Work a tool does once, at its first drops, is not a cost per
+		// event: measured apart, before the timed phases.
+		c0, err := cpuTime(run.pid())
+		if err != nil {
+			return err
+		}
+		warm := b.sink.Run(1000, 200*time.Millisecond)
+		settle(run)
+		c1, err := cpuTime(run.pid())
+		if err != nil {
+			return err
+		}
+		r.FirstDrops = append(r.FirstDrops, FirstDrops{Tool: t.Name, Drops: warm, CPUms: float64((c1 - c0).Microseconds()) / 1000})
 		for _, rate := range cpuRates {
 			c0, err := cpuTime(run.pid())
 			if err != nil {

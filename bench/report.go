@@ -20,9 +20,12 @@ type Results struct {
 	Cost         []Cost        `json:"cost"`
 	Storm        Storm         `json:"storm"`
 	CPU          []CPURun      `json:"cpu"`
-	PeakRSS      []RSS         `json:"peak_rss"`
-	TCP          TCP           `json:"tcp"`
-	Throughput   []Throughput  `json:"throughput"`
+	// CPU each tool spent on its first drops, before the timed phases:
+	// one-off work (tcpmemtrace reads the kernel's symbols then).
+	FirstDrops []FirstDrops `json:"first_drops,omitempty"`
+	PeakRSS    []RSS        `json:"peak_rss"`
+	TCP        TCP          `json:"tcp"`
+	Throughput []Throughput `json:"throughput"`
 	// tcpmemtrace's programs during one more iperf3 run, with stats on.
 	IperfPrograms      []ProgCost    `json:"iperf_programs"`
 	IperfGbpsWithStats float64       `json:"iperf_gbps_with_stats"`
@@ -103,6 +106,13 @@ type CPURun struct {
 	CPUPercent float64 `json:"cpu_percent"` // of one core
 	Printed    uint64  `json:"printed"`
 	Lost       uint64  `json:"lost"`
+}
+
+// FirstDrops is the CPU a tool spent on its first drops, in milliseconds.
+type FirstDrops struct {
+	Tool  string  `json:"tool"`
+	Drops uint64  `json:"drops"`
+	CPUms float64 `json:"cpu_ms"`
 }
 
 type RSS struct {
@@ -405,6 +415,15 @@ func (r *Results) Markdown() string {
 			fmt.Sprint(c.Printed), fmt.Sprint(c.Lost)})
 	}
 	table(&b, []string{"tool", "target events/s", "sent/s", "CPU", "lines printed", "lost"}, rows)
+	if len(r.FirstDrops) > 0 {
+		b.WriteString("The timed phases begin after a few drops: work done once, at a tool's first drops, is shown apart " +
+			"(tcpmemtrace reads the kernel's symbol table then, to name the places packets are dropped).\n\n")
+		rows = nil
+		for _, f := range r.FirstDrops {
+			rows = append(rows, []string{f.Tool, fmt.Sprint(f.Drops), fmt.Sprintf("%.0f", f.CPUms)})
+		}
+		table(&b, []string{"tool", "first drops", "CPU ms"}, rows)
+	}
 	rows = nil
 	for _, m := range r.PeakRSS {
 		rows = append(rows, []string{m.Tool, mib(m.Bytes)})

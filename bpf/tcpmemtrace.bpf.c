@@ -420,20 +420,33 @@ int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 
 /* Without fexit on tcp_{enter,leave}_memory_pressure no hook fires as an
  * episode ends (or as one begins with no memory event): the tracer runs
- * this (BPF_PROG_TEST_RUN) every 100 ms. */
+ * this (BPF_PROG_TEST_RUN). It returns the pace it needs: 1 (every 100 ms)
+ * while TCP is under pressure, or not known to be out of it, or holds half
+ * the pressure threshold or more; 0 (every second) below that, where an
+ * episode needs the other half allocated first and the socket hooks sample
+ * on the way. An idle machine then wakes the tracer once a second. */
 SEC("raw_tp/sample_pressure")
 int sample_pressure_tick(void *ctx)
 {
 	const struct proto *prot = (const struct proto *)tcp_prot;
+	atomic_long_t *allocated;
 	unsigned long *word;
+	long a = 0, threshold = 0;
+	long *limits;
 	__u64 v = 0;
 
 	if (!prot)
-		return 0;
+		return 1;
 	word = BPF_CORE_READ(prot, memory_pressure);
 	bpf_probe_read_kernel(&v, sizeof(v), word);
 	note_pressure(prot, true, v);
-	return 0;
+	if (pressure_cur != 0)
+		return 1;
+	allocated = BPF_CORE_READ(prot, memory_allocated);
+	limits = BPF_CORE_READ(prot, sysctl_mem);
+	bpf_probe_read_kernel(&a, sizeof(a), &allocated->counter);
+	bpf_probe_read_kernel(&threshold, sizeof(threshold), limits + 1);
+	return 2 * a >= threshold;
 }
 
 /* ---- owners, stamped from process context ------------------------------- */

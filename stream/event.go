@@ -172,7 +172,7 @@ type Process struct {
 // Holder is a process and the memory its sockets' queues hold.
 type Holder struct {
 	Process
-	Sockets   int    `json:"sockets"`
+	Sockets   int    `json:"sockets"` // those of its sockets that hold memory
 	RecvBytes uint64 `json:"recv_queue_bytes"`
 	SendBytes uint64 `json:"send_queue_bytes"`
 	// The process's cgroup v2 and container, when known.

@@ -27,8 +27,9 @@ type Config struct {
 	Hooks  HookPolicy
 	// RingBufSize in bytes: a power of two, at least one page. Default 4 MiB.
 	RingBufSize int
-	// SampleInterval paces the /proc/net/protocols reader and the pressure
-	// sampler. Default 100ms.
+	// SampleInterval paces the pressure sampler while TCP is under memory
+	// pressure or holds at least half its pressure threshold; below that,
+	// it samples with each snapshot. Default 100ms.
 	SampleInterval time.Duration
 	// SnapshotInterval paces the Snapshot records in the stream. Default 1s.
 	SnapshotInterval time.Duration

@@ -42,6 +42,7 @@ func (t *Tracer) Run(ctx context.Context, fn func(stream.Record) error) error {
 		if !draining {
 			if now := time.Now(); !now.Before(next) {
 				next = now.Add(t.cfg.SnapshotInterval)
+				t.sampleQuiet()
 				if err := t.emitSnapshot(false, fn); err != nil {
 					return err
 				}

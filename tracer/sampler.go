@@ -12,16 +12,20 @@ import (
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
-// startSampler runs the pressure sampler program every SampleInterval,
-// where no fexit on tcp_{enter,leave}_memory_pressure tells of episodes:
-// it catches the end of one, which no other hook reliably sees. Run on
-// demand (BPF_PROG_TEST_RUN), it costs nothing between ticks.
+// startSampler runs the pressure sampler program, where no fexit on
+// tcp_{enter,leave}_memory_pressure tells of episodes: it catches the end of
+// one, which no other hook reliably sees. Run on demand (BPF_PROG_TEST_RUN),
+// it costs nothing between runs, and each run says whether TCP is near
+// pressure. Far from it, each snapshot samples (sampleQuiet), so an idle
+// machine wakes the tracer once a second; near or under pressure, this
+// goroutine samples every SampleInterval until it is far again.
 func (t *Tracer) startSampler() {
 	if t.sampler == nil {
 		return
 	}
 	t.stopSamp, t.sampDone = make(chan struct{}), make(chan struct{})
-	t.sampleOnce()
+	t.sampNear = make(chan struct{}, 1)
+	t.sampleQuiet()
 	go func() {
 		defer close(t.sampDone)
 		tick := time.NewTicker(t.cfg.SampleInterval)
@@ -30,15 +34,38 @@ func (t *Tracer) startSampler() {
 			select {
 			case <-t.stopSamp:
 				return
-			case <-tick.C:
-				t.sampleOnce()
+			case <-t.sampNear:
+			}
+			tick.Reset(t.cfg.SampleInterval)
+			for near := true; near; {
+				select {
+				case <-t.stopSamp:
+					return
+				case <-tick.C:
+					near = t.sampleOnce()
+				}
 			}
 		}
 	}()
 }
 
-func (t *Tracer) sampleOnce() {
-	_, _ = t.sampler.Run(&ebpf.RunOptions{})
+// sampleOnce runs the sampler and reports whether TCP is near pressure
+// (or the run failed, and it cannot tell).
+func (t *Tracer) sampleOnce() bool {
+	near, err := t.sampler.Run(&ebpf.RunOptions{})
+	return err != nil || near != 0
+}
+
+// sampleQuiet is the sample taken with each snapshot; near pressure, it
+// hands the pace to the sampler's goroutine.
+func (t *Tracer) sampleQuiet() {
+	if t.sampler == nil || !t.sampleOnce() {
+		return
+	}
+	select {
+	case t.sampNear <- struct{}{}:
+	default: // already near
+	}
 }
 
 func (t *Tracer) stopSampler() {

@@ -41,6 +41,7 @@ type Tracer struct {
 	sampler  *ebpf.Program
 	stopSamp chan struct{}
 	sampDone chan struct{}
+	sampNear chan struct{} // wakes the sampler's quick pace
 	settle   settler
 	stalls   stallCounter
 	last     lastCounts

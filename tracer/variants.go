@@ -36,7 +36,8 @@ type variant struct {
 	// tcpSlotsElsewhere: drop slots whose TCP drops fexit programs of this
 	// variant count, so kfree_skb leaves them alone.
 	tcpSlotsElsewhere uint8
-	// sampler: the tracer runs the pressure sampler every 100 ms.
+	// sampler: the tracer runs the pressure sampler (every 100 ms near
+	// pressure, every second far from it).
 	sampler bool
 }
 
@@ -76,7 +77,7 @@ var eventVariants = []struct {
 				}
 				return nil
 			},
-			notes: always("an episode shorter than the 100 ms between samples, with no memory event in it, is not seen")},
+			notes: always("an episode shorter than the time between samples (100 ms from half the pressure threshold up, 1 s below it), with no memory event in it, is not seen")},
 		{label: "memory_pressure sampled in socket hooks",
 			notes: always("episodes are seen only when a memory event fires during them, and end at the next one")},
 	}},
@@ -125,7 +126,7 @@ var eventVariants = []struct {
 	}},
 }
 
-const variantSampled = "memory_pressure sampled in socket hooks and every 100 ms"
+const variantSampled = "memory_pressure sampled in socket hooks, and every 100 ms near pressure (1 s far from it)"
 
 // stallsOnly is the program that counts send stalls, attached while TCP
 // is under memory pressure only (it would run on every send of the host).

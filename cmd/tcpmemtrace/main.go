@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -285,10 +286,24 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer tr.Close()
+	oneProcessor()
 	names := ctrnames.New(ctrnames.Options{CRIEndpoints: o.criSockets, Root: o.hostRoot})
 	defer names.Close()
 	p := pipeline{src: enrich.Wrap(tr, enrich.Options{Names: names, HoldersEvery: holdersEvery(o, stdout, stderr)})}
 	return trace(ctx, p, o, ln, stdout, stderr)
+}
+
+// oneProcessor runs the rest of the trace on one Go processor, unless
+// GOMAXPROCS says otherwise. The load used every CPU (the kernel verifies
+// programs in parallel); the trace is one stream of records, where a second
+// processor buys nothing but a thread woken for each record handed from the
+// ringbuf reader to the consumers: measured, a third of the tool's CPU at
+// 10,000 drops a second (BENCHMARKS.md). Slow work (runtimes, disks,
+// namespaces) waits in system calls, which hold no processor.
+func oneProcessor() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 }
 
 // metricsHoldersEvery is how often the exporter asks sock_diag who holds

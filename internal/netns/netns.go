@@ -15,7 +15,13 @@ import (
 // to enter it by, per inode.
 func List() map[uint32]string {
 	out := map[uint32]string{}
-	paths, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+	var paths []string
+	procs, _ := os.ReadDir("/proc") // not a glob: that would read each process's ns directory too
+	for _, p := range procs {
+		if n := p.Name(); n[0] >= '0' && n[0] <= '9' {
+			paths = append(paths, "/proc/"+n+"/ns/net")
+		}
+	}
 	named, _ := filepath.Glob("/run/netns/*")
 	for _, p := range append(paths, named...) {
 		var st unix.Stat_t

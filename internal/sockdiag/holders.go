@@ -13,30 +13,44 @@ import (
 
 // Owners maps socket inodes to a process with an fd on them, as `ss -p`
 // does, reading root (a /proc).
-func Owners(root string) map[uint32]stream.Process {
+func Owners(root string) map[uint32]stream.Process { return ownersOf(root, nil) }
+
+// ownersOf is Owners for the inodes in want only (nil: all), and stops
+// reading fds once it has found them all: the walk of every process's fds
+// is the expensive part of a look.
+func ownersOf(root string, want map[uint32]bool) map[uint32]stream.Process {
 	out := map[uint32]stream.Process{}
-	fds, _ := filepath.Glob(filepath.Join(root, "[0-9]*/fd/*"))
-	comms := map[int]string{}
-	for _, fd := range fds {
-		target, err := os.Readlink(fd)
-		if err != nil || !strings.HasPrefix(target, "socket:[") {
-			continue
-		}
-		ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]"), 10, 32)
+	procs, _ := os.ReadDir(root)
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
 		if err != nil {
 			continue
 		}
-		if _, seen := out[uint32(ino)]; seen {
-			continue
+		dir := filepath.Join(root, p.Name(), "fd")
+		fds, _ := os.ReadDir(dir)
+		comm := ""
+		for _, fd := range fds {
+			target, err := os.Readlink(filepath.Join(dir, fd.Name()))
+			if err != nil || !strings.HasPrefix(target, "socket:[") {
+				continue
+			}
+			ino64, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]"), 10, 32)
+			ino := uint32(ino64)
+			if err != nil || want != nil && !want[ino] {
+				continue
+			}
+			if _, seen := out[ino]; seen {
+				continue
+			}
+			if comm == "" {
+				b, _ := os.ReadFile(filepath.Join(root, p.Name(), "comm"))
+				comm = strings.TrimSpace(string(b))
+			}
+			out[ino] = stream.Process{PID: pid, Comm: comm}
 		}
-		pid, _ := strconv.Atoi(strings.Split(strings.TrimPrefix(fd, root+"/"), "/")[0])
-		comm, ok := comms[pid]
-		if !ok {
-			b, _ := os.ReadFile(filepath.Join(root, strconv.Itoa(pid), "comm"))
-			comm = strings.TrimSpace(string(b))
-			comms[pid] = comm
+		if want != nil && len(out) == len(want) {
+			break
 		}
-		out[uint32(ino)] = stream.Process{PID: pid, Comm: comm}
 	}
 	return out
 }
@@ -50,7 +64,9 @@ type Holdings struct {
 
 // Holders sums the queued memory of every TCP socket, in every namespace
 // it can enter, by owning process: the top n, most memory first; and lists
-// the stalled sockets among them.
+// the stalled sockets among them. Only sockets that hold memory count, and
+// only their owners are looked for, so a machine whose queues are empty
+// pays for the dumps alone, not for a walk of every process's fds.
 func Holders(n int) (Holdings, error) {
 	var socks []Socket
 	entered := 0
@@ -75,8 +91,30 @@ func Holders(n int) (Holdings, error) {
 		}
 		socks = s
 	}
-	owners := Owners("/proc")
+	socks = holding(socks)
+	want := make(map[uint32]bool, len(socks))
+	for i := range socks {
+		if socks[i].Inode != 0 {
+			want[socks[i].Inode] = true
+		}
+	}
+	owners := map[uint32]stream.Process{}
+	if len(want) > 0 {
+		owners = ownersOf("/proc", want)
+	}
 	return Holdings{Holders: Rank(socks, owners, n), Stalled: StalledSockets(socks, owners, MaxStalled)}, nil
+}
+
+// holding keeps the sockets whose queues hold memory (a stalled socket's
+// receive queue does).
+func holding(socks []Socket) []Socket {
+	out := socks[:0]
+	for _, s := range socks {
+		if s.Mem.Queued() > 0 {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Rank sums sockets' queued memory by owner, most first, at most n, with
