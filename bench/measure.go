@@ -436,7 +436,8 @@ func (b *bench) cpu(r *Results) error {
 		if err != nil {
 			return err
 		}
-		r.PeakRSS = append(r.PeakRSS, RSS{Tool: t.Name, Bytes: rss})
+		rss.Tool = t.Name
+		r.PeakRSS = append(r.PeakRSS, rss)
 		if err := run.stop(); err != nil {
 			return err
 		}

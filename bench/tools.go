@@ -335,14 +335,14 @@ func cpuTime(pid int) (time.Duration, error) {
 }
 
 // peakRSS is VmHWM: the most resident memory pid has had.
-func peakRSS(pid int) (int64, error) {
+func peakRSS(pid int) (RSS, error) {
 	f, err := procfs.Fields(fmt.Sprintf("/proc/%d/status", pid), ":")
 	if err != nil {
-		return 0, err
+		return RSS{}, err
 	}
 	kb, ok := f["VmHWM"]
 	if !ok {
-		return 0, errors.New("no VmHWM")
+		return RSS{}, errors.New("no VmHWM")
 	}
-	return kb << 10, nil
+	return RSS{Bytes: kb << 10, AnonBytes: f["RssAnon"] << 10, FileBytes: f["RssFile"] << 10}, nil
 }
