@@ -146,6 +146,9 @@ func TestOutOfMemoryAborts(t *testing.T) {
 	}
 	if want := r.res.Delta("TCPRcvQDrop") + r.res.Delta("TCPOFODrop"); tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != want || want == 0 {
 		t.Errorf("drops[PROTO_MEM] = %d, kernel's Δ(TCPRcvQDrop+TCPOFODrop) = %d (want > 0)", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], want)
+		// Once in many runs (CI, 6.18) the tracer had 11 fewer: what
+		// else the kernel counted then is the lead to follow.
+		t.Logf("the namespace's other TcpExt changes: %v; drops by place %+v", changed(r.res), tot.Places)
 	}
 	// Pressure is global; the entry is counted in the namespace of the
 	// socket that crossed the threshold: the test's, or (rarely) the host's.
@@ -240,6 +243,17 @@ func TestMemcgLimitedDrops(t *testing.T) {
 	}
 }
 
+// changed is every TcpExt counter that moved over a workload's run.
+func changed(r workload.Result) map[string]uint64 {
+	out := map[string]uint64{}
+	for name, v := range r.After["TcpExt"] {
+		if d := v - r.Before.Get("TcpExt", name); d != 0 {
+			out[name] = d
+		}
+	}
+	return out
+}
+
 // SO_RCVBUF shrunk under in-flight data: the socket's own limit.
 func TestRcvbufDrops(t *testing.T) {
 	privtest.Require(t)
@@ -300,10 +314,11 @@ func TestTooManyOrphans(t *testing.T) {
 	}
 	checkEvents(t, r)
 	// Every victim was already closed by the writer (an orphan that keeps
-	// its owner). Most die inside close(); the first closed lingers in
+	// its owner). Some die inside close(); the first closed lingers in
 	// FIN_WAIT1 until its zero-window probe timer kills it, and so do those
 	// closed before the kernel's cached orphan count (refreshed every
-	// 100 ms) caught up: one on a quick machine, tens on a slow guest.
+	// 100 ms) caught up: one on a quick machine, most on a slow guest or a
+	// busy host (80 of 100 seen here). Either way in FIN_WAIT1.
 	var late int
 	for _, e := range r.events {
 		if e.Kind != stream.KindAbort {
@@ -321,8 +336,8 @@ func TestTooManyOrphans(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d aborts by the probe timer, the rest inside close()", late, tot.Events[stream.OrphanAborts])
-	if r.final.Totals.LostSamples == 0 && (late < 1 || late > conns/2) {
-		t.Errorf("%d aborts long after close: want the first socket closed at least, and most inside close()", late)
+	if r.final.Totals.LostSamples == 0 && late < 1 {
+		t.Errorf("no abort long after close: want the first socket closed at least (its probe timer's)")
 	}
 }
 
