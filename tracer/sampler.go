@@ -31,6 +31,7 @@ func (t *Tracer) startSampler() {
 		tick := time.NewTicker(t.cfg.SampleInterval)
 		defer tick.Stop()
 		for {
+			tick.Stop() // far from pressure: the snapshots sample
 			select {
 			case <-t.stopSamp:
 				return
