@@ -297,9 +297,10 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 // GOMAXPROCS says otherwise. The load used every CPU (the kernel verifies
 // programs in parallel); the trace is one stream of records, where a second
 // processor buys nothing but a thread woken for each record handed from the
-// ringbuf reader to the consumers: measured, a third of the tool's CPU at
-// 10,000 drops a second (BENCHMARKS.md). Slow work (runtimes, disks,
-// namespaces) waits in system calls, which hold no processor.
+// ringbuf reader to the consumers: measured side by side at 10,000 drops a
+// second, 0.8% of a core on one processor against 1.2-1.3% on two. Slow
+// work (runtimes, disks, namespaces) waits in system calls, which give the
+// processor up.
 func oneProcessor() {
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
