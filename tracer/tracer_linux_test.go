@@ -43,6 +43,9 @@ type traced struct {
 	placed bool
 	// hostDelta is the test process's own namespace over the same run.
 	hostDelta procfs.Counters
+	// witnessed is what a second, minimal program counted of the
+	// kernel's PROTO_MEM frees meanwhile (every namespace); -1: none ran.
+	witnessed int64
 }
 
 func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced {
@@ -95,6 +98,7 @@ func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced 
 	if err != nil {
 		t.Fatal(err)
 	}
+	w := startWitness(t)
 	out.lowered = time.Now()
 	for name, v := range sysctls {
 		if err := g.Set(name, v, 90*time.Second); err != nil {
@@ -102,6 +106,10 @@ func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced 
 		}
 	}
 	out.res, err = env.Run()
+	out.witnessed = -1
+	if w != nil {
+		out.witnessed = int64(w.stop())
+	}
 	if rerr := g.Restore(); rerr != nil {
 		t.Fatal(rerr)
 	}
@@ -249,6 +257,7 @@ func explainMismatch(t *testing.T, r traced) {
 	tot := r.final.Totals
 	t.Logf("the namespace's other TcpExt changes: %v", changed(r.res))
 	t.Logf("drops %v, by place %+v, missed runs %d %v, lost %d", tot.Drops, tot.Places, tot.MissedRuns, tot.Missed, tot.LostSamples)
+	t.Logf("the witness counted %d PROTO_MEM frees over the run (-1: none ran)", r.witnessed)
 }
 
 // changed is every TcpExt counter that moved over a workload's run.
@@ -573,7 +582,8 @@ func TestHandOver(t *testing.T) {
 			drops := r.res.Delta("TCPRcvQDrop") + r.res.Delta("TCPOFODrop")
 			tot := r.final.Totals
 			h, a := owner(r, r.res.HandlerPID), owner(r, r.res.ReaderPID)
-			t.Logf("handler %d, acceptor %d; kernel drops %d, counted %d", r.res.HandlerPID, r.res.ReaderPID, drops, tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem])
+			t.Logf("handler %d, acceptor %d; kernel drops %d, counted %d, witnessed %d", r.res.HandlerPID, r.res.ReaderPID, drops,
+				tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], r.witnessed)
 			if drops == 0 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops {
 				explainMismatch(t, r)
 				t.Fatalf("drops %d, kernel %d", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops)
