@@ -140,17 +140,7 @@ func TestPipeReaderGone(t *testing.T) {
 // SIGHUP (a closed terminal, an ended ssh session) ends with the summary.
 func TestSighupSummary(t *testing.T) {
 	privtest.Require(t)
-	cmd := exec.Command(binary, "--json")
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill() })
-	lines := bufio.NewScanner(stdout)
-	lines.Buffer(make([]byte, 1<<20), 1<<20)
-	if !lines.Scan() {
-		t.Fatal("no start line")
-	}
+	cmd, lines, _ := startJSON(t, "--json")
 	cmd.Process.Signal(syscall.SIGHUP)
 	var last string
 	for lines.Scan() {

@@ -275,14 +275,9 @@ func stallRead(s Stall, slow bool) error {
 	if err := unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		return err
 	}
-	if err := unix.Listen(ln, s.Conns+16); err != nil {
+	if err := listenAndAnnounce(ln, s.Conns+16); err != nil {
 		return err
 	}
-	sa, err := unix.Getsockname(ln)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("port %d\n", sa.(*unix.SockaddrInet4).Port)
 	var fds []int
 	for len(fds) < s.Conns {
 		fd, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)

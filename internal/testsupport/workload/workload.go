@@ -492,14 +492,9 @@ func read(s Scenario) error {
 			return err
 		}
 	}
-	if err := unix.Listen(ln, s.Conns+16); err != nil {
+	if err := listenAndAnnounce(ln, s.Conns+16); err != nil {
 		return err
 	}
-	sa, err := unix.Getsockname(ln)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("port %d\n", sa.(*unix.SockaddrInet4).Port)
 	fds := make([]int, 0, s.Conns+1)
 	for len(fds) < s.Conns+seeds(s) {
 		fd, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
@@ -751,5 +746,19 @@ func write(s Scenario) error {
 	}
 	fmt.Println("closed")
 	io.Copy(io.Discard, in)
+	return nil
+}
+
+// listenAndAnnounce starts listening on a bound loopback socket and tells
+// the coordinator its port ("port N" on standard output).
+func listenAndAnnounce(ln, backlog int) error {
+	if err := unix.Listen(ln, backlog); err != nil {
+		return err
+	}
+	sa, err := unix.Getsockname(ln)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("port %d\n", sa.(*unix.SockaddrInet4).Port)
 	return nil
 }
