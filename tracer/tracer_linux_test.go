@@ -44,8 +44,8 @@ type traced struct {
 	// hostDelta is the test process's own namespace over the same run.
 	hostDelta procfs.Counters
 	// witnessed is what a second, minimal program counted of the
-	// kernel's PROTO_MEM frees meanwhile (every namespace); -1: none ran.
-	witnessed int64
+	// kernel's PROTO_MEM frees meanwhile (-1: none ran).
+	witnessed witnessed
 }
 
 func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced {
@@ -98,7 +98,7 @@ func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced 
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := startWitness(t)
+	w := startWitness(t, env.NetNS)
 	out.lowered = time.Now()
 	for name, v := range sysctls {
 		if err := g.Set(name, v, 90*time.Second); err != nil {
@@ -106,9 +106,9 @@ func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced 
 		}
 	}
 	out.res, err = env.Run()
-	out.witnessed = -1
+	out.witnessed = witnessed{all: -1, netns: -1}
 	if w != nil {
-		out.witnessed = int64(w.stop())
+		out.witnessed = w.stop()
 	}
 	if rerr := g.Restore(); rerr != nil {
 		t.Fatal(rerr)
@@ -143,6 +143,7 @@ func TestOutOfMemoryAborts(t *testing.T) {
 	t.Logf("kernel: TCPAbortOnMemory %d TCPRcvQDrop %d TCPOFODrop %d TCPMemoryPressures %d (host %d)",
 		r.res.Delta("TCPAbortOnMemory"), r.res.Delta("TCPRcvQDrop"), r.res.Delta("TCPOFODrop"),
 		r.res.Delta("TCPMemoryPressures"), r.hostDelta.Get("TcpExt", "TCPMemoryPressures"))
+	t.Logf("witnessed: %v", r.witnessed)
 
 	// With 300 connections the reader's forced first-skb charges alone keep
 	// allocated above tcp_mem[2], so every writer close is an abort.
@@ -257,7 +258,7 @@ func explainMismatch(t *testing.T, r traced) {
 	tot := r.final.Totals
 	t.Logf("the namespace's other TcpExt changes: %v", changed(r.res))
 	t.Logf("drops %v, by place %+v, missed runs %d %v, lost %d", tot.Drops, tot.Places, tot.MissedRuns, tot.Missed, tot.LostSamples)
-	t.Logf("the witness counted %d PROTO_MEM frees over the run (-1: none ran)", r.witnessed)
+	t.Logf("the witness counted PROTO_MEM frees over the run: %v (-1: not known)", r.witnessed)
 }
 
 // changed is every TcpExt counter that moved over a workload's run.
@@ -582,7 +583,7 @@ func TestHandOver(t *testing.T) {
 			drops := r.res.Delta("TCPRcvQDrop") + r.res.Delta("TCPOFODrop")
 			tot := r.final.Totals
 			h, a := owner(r, r.res.HandlerPID), owner(r, r.res.ReaderPID)
-			t.Logf("handler %d, acceptor %d; kernel drops %d, counted %d, witnessed %d", r.res.HandlerPID, r.res.ReaderPID, drops,
+			t.Logf("handler %d, acceptor %d; kernel drops %d, counted %d, witnessed %v", r.res.HandlerPID, r.res.ReaderPID, drops,
 				tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], r.witnessed)
 			if drops == 0 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops {
 				explainMismatch(t, r)
