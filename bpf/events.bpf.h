@@ -120,7 +120,7 @@ static __always_inline enum budget within_budget(struct counters *c)
  * Waking the reader costs more than the record. The first drop or refusal
  * record of a CPU's window wakes it if it is idle (adaptive wakeup); the
  * rest of the window's do not, and the reader, once awake, drains every
- * 100 ms while records keep coming. Aborts and pressure changes wake it at
+ * 250 ms while records keep coming. Aborts and pressure changes wake it at
  * once (forced: records still unread before them would make the adaptive
  * wakeup skip it).
  */

@@ -35,6 +35,7 @@ type Tracer struct {
 	links    []link.Link
 	progs    []attached // for their statistics
 	rd       *ringbuf.Reader
+	wake     *ringWaiter
 	dec      *decoder
 	settings bpfConfig // the programs' load-time configuration
 	probeFD  int       // a TCP socket of ours: the snapshot learns TCP's struct proto from it
@@ -109,6 +110,9 @@ func New(cfg Config) (_ *Tracer, err error) {
 	t.snapshotOwners()
 	if t.rd, err = ringbuf.NewReader(t.coll.Maps[bpfMapEvents]); err != nil {
 		return nil, fmt.Errorf("opening the ringbuf: %w", err)
+	}
+	if t.wake, err = newRingWaiter(t.coll.Maps[bpfMapEvents], t.rd); err != nil {
+		return nil, fmt.Errorf("waiting on the ringbuf: %w", err)
 	}
 	t.dec = newDecoder(bootToWall(), t.settings.RstAbortOnMemory)
 	t.stalls = stallCounter{prog: t.coll.Programs[stallsOnly]}
@@ -222,6 +226,9 @@ func (t *Tracer) detach() {
 func (t *Tracer) Close() error {
 	t.closed.Do(func() {
 		t.detach()
+		if t.wake != nil {
+			t.wake.close()
+		}
 		if t.rd != nil {
 			t.rd.Close()
 		}

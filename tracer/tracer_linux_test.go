@@ -193,6 +193,7 @@ func onlyCause(t *testing.T, r traced, cause stream.DropCause) {
 	t.Logf("drops_by_cause %v; kernel TCPRcvQDrop %d TCPOFODrop %d RcvPruned %d OfoPruned %d",
 		tot.Causes, r.res.Delta("TCPRcvQDrop"), r.res.Delta("TCPOFODrop"), r.res.Delta("RcvPruned"), r.res.Delta("OfoPruned"))
 	if drops == 0 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops {
+		explainMismatch(t, r)
 		t.Fatalf("drops[PROTO_MEM] = %d, kernel %d (want > 0)", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops)
 	}
 	for c, v := range tot.Causes {
