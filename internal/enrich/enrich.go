@@ -105,9 +105,11 @@ type names struct {
 
 // item is a record waiting in the queue, with the lookups it waits for.
 type item struct {
-	rec     stream.Record
-	ev      stream.Event
-	snap    stream.Snapshot
+	rec stream.Record
+	ev  stream.Event
+	// snap is made for snapshots only: most records are events, and a
+	// snapshot's struct would double what each of them allocates.
+	snap    *stream.Snapshot
 	owner   *entry[names]
 	memcg   *entry[string]
 	owners  []*entry[names]
@@ -215,7 +217,8 @@ func (s *stage) prepare(r stream.Record, owners *cache[uint64, names], memcgs *c
 		}
 	}
 	if r.Snapshot != nil {
-		it.snap = *r.Snapshot
+		snap := *r.Snapshot
+		it.snap = &snap
 		it.snap.Owners = append([]stream.OwnerCounts(nil), r.Snapshot.Owners...)
 		if h := s.holders.Swap(nil); h != nil && it.snap.Holders == nil {
 			it.snap.Holders, it.snap.Stalled = h.Holders, h.Stalled
@@ -226,7 +229,7 @@ func (s *stage) prepare(r stream.Record, owners *cache[uint64, names], memcgs *c
 		if it.snap.Final {
 			it.holders = s.look(s.o.HoldersTracked)
 		}
-		it.rec.Snapshot = &it.snap
+		it.rec.Snapshot = it.snap
 		for _, o := range it.snap.Owners {
 			var e *entry[names]
 			if o.CgroupID != 0 && o.CgroupPath == "" {

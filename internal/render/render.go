@@ -50,16 +50,19 @@ func protoName(p uint8) string {
 	return fmt.Sprint(p)
 }
 
-// memVsLimits says where allocated pages stand against the tcp_mem
+// appendMemVsLimits says where allocated pages stand against the tcp_mem
 // watermark they crossed: "mem 3068 > high 3000 pages".
-func memVsLimits(alloc int64, lim [3]int64) string {
+func appendMemVsLimits(b []byte, alloc int64, lim [3]int64) []byte {
+	b = appendInt(append(b, "mem "...), alloc)
 	switch {
 	case lim[2] > 0 && alloc > lim[2]:
-		return fmt.Sprintf("mem %d > high %d pages", alloc, lim[2])
+		return append(appendInt(append(b, " > high "...), lim[2]), " pages"...)
 	case lim[1] > 0 && alloc > lim[1]:
-		return fmt.Sprintf("mem %d > pressure %d pages (high %d)", alloc, lim[1], lim[2])
+		b = appendInt(append(b, " > pressure "...), lim[1])
 	case lim[0] > 0 && alloc > lim[0]:
-		return fmt.Sprintf("mem %d > low %d pages (high %d)", alloc, lim[0], lim[2])
+		b = appendInt(append(b, " > low "...), lim[0])
+	default:
+		return append(appendInt(append(b, " <= low "...), lim[0]), " pages"...)
 	}
-	return fmt.Sprintf("mem %d <= low %d pages", alloc, lim[0])
+	return append(appendInt(append(b, " pages (high "...), lim[2]), ')')
 }

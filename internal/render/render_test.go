@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/kmsg"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/termsafe"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
 )
 
@@ -494,5 +496,34 @@ func TestDropPlaces(t *testing.T) {
 	NewText(&buf, ByPID).Summary(info(), summary())
 	if strings.Contains(buf.String(), "  at ") {
 		t.Errorf("places shown where the kernel gave none:\n%s", buf.String())
+	}
+}
+
+// The event line is appended by hand for speed; its columns must stay
+// what lineFormat (the header's format) says, wide or multi-byte values
+// included.
+func TestLineMatchesFormat(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 16, 43, 37, 637000000, time.UTC)
+	sock := stream.Socket{Family: 10, Protocol: 6, State: 1,
+		Src: netip.MustParseAddrPort("[fd00::1234:5678:9abc]:43137"), Dst: netip.MustParseAddrPort("[fd00::1]:443")}
+	for _, e := range []stream.Event{
+		{Time: t0, Kind: stream.KindDrop, Reason: "PROTO_MEM", Bytes: 1, Socket: sock, Owner: stream.Owner{PID: 4294967294, Comm: "ünïcödé-wörkér"}},
+		{Time: t0, Kind: stream.KindAbort, Cause: stream.CauseMemory, Socket: sock, Owner: stream.Owner{PID: 7, Comm: "a-very-long-command-name"}},
+		{Time: t0, Kind: stream.KindPressureEnter, Mem: stream.Mem{Allocated: 5, Limits: [3]int64{1, 2, 3}}},
+		{Time: t0, Kind: stream.KindRefusal, Send: true, Socket: sock, Owner: stream.Owner{PID: 1, Comm: "\x1b[2J"}},
+	} {
+		detail, event := eventDetail(nil, &e)
+		pid, comm := "-", "-"
+		if e.Owner.PID != 0 {
+			pid, comm = fmt.Sprint(e.Owner.PID), termsafe.Name(e.Owner.Comm)
+		}
+		laddr, raddr, state := "-", "-", "-"
+		if e.Socket.Src.IsValid() {
+			laddr, raddr, state = e.Socket.Src.String(), e.Socket.Dst.String(), e.Socket.State.String()
+		}
+		want := fmt.Sprintf(lineFormat, e.Time.Format("15:04:05.000"), pid, comm, laddr, raddr, state, event, detail)
+		if got := string(appendLine(nil, &e, event, detail)); got != want {
+			t.Errorf("line\n got %q\nwant %q", got, want)
+		}
 	}
 }

@@ -21,6 +21,8 @@ type Text struct {
 	w        *bufio.Writer
 	pageSize int64
 	by       string
+	// line and detail are reused for every event line.
+	line, detail []byte
 }
 
 // Groupings of the summary table (--by).
@@ -106,65 +108,10 @@ func (t *Text) Event(e *stream.Event) error {
 	if e.Kind == stream.KindRefusal && !e.Send {
 		return nil
 	}
-	pid, comm := "-", "-"
-	if e.Owner.PID != 0 {
-		pid, comm = fmt.Sprint(e.Owner.PID), termsafe.Name(e.Owner.Comm)
-	}
-	laddr, raddr, state := "-", "-", "-"
-	if e.Socket.Src.IsValid() {
-		laddr, raddr, state = e.Socket.Src.String(), e.Socket.Dst.String(), e.Socket.State.String()
-	}
 	var event string
-	var detail []string
-	mem := memVsLimits(e.Mem.Allocated, e.Mem.Limits)
-	s := e.Socket
-	switch e.Kind {
-	case stream.KindAbort:
-		event = "ABORT " + e.Cause
-		detail = append(detail, fmt.Sprintf("wmem_queued %d", s.WmemQueued), mem)
-		if s.Orphan {
-			if d, ok := e.SinceClose(); ok {
-				detail = append(detail, fmt.Sprintf("orphan, closed %s ago", d.Round(time.Millisecond)))
-			} else {
-				detail = append(detail, "orphan")
-			}
-		}
-	case stream.KindDrop:
-		event = "DROP " + e.Reason
-		detail = append(detail, fmt.Sprintf("%d bytes", e.Bytes))
-		if e.DropCause != "" {
-			detail = append(detail, "cause "+e.DropCause)
-		}
-		if e.Location != "" {
-			detail = append(detail, "at "+termsafe.Name(e.Location))
-		}
-		if s.Family != 0 && s.Protocol == 6 {
-			detail = append(detail, fmt.Sprintf("rmem %d/%d", s.RmemAlloc, s.Rcvbuf), mem)
-		}
-		if s.Protocol != 6 && s.Protocol != 0 {
-			event += "/" + protoName(s.Protocol)
-		}
-	case stream.KindRefusal:
-		dir := "recv"
-		if e.Send {
-			dir = "send"
-		}
-		event = "REFUSED " + dir
-		detail = append(detail, fmt.Sprintf("rmem %d/%d wmem_queued %d/%d", s.RmemAlloc, s.Rcvbuf, s.WmemQueued, s.Sndbuf), mem)
-		if s.Memcg {
-			detail = append(detail, "memcg")
-		}
-	case stream.KindPressureEnter:
-		event = "PRESSURE enter"
-		detail = append(detail, mem)
-	case stream.KindPressureLeave:
-		event = "PRESSURE leave"
-		detail = append(detail, mem)
-	default:
-		event = e.Kind.String()
-	}
-	_, err := fmt.Fprintf(t.w, lineFormat, e.Time.Format("15:04:05.000"), pid, comm, laddr, raddr, state, event,
-		strings.Join(detail, "; "))
+	t.detail, event = eventDetail(t.detail[:0], e)
+	t.line = appendLine(t.line[:0], e, event, t.detail)
+	_, err := t.w.Write(t.line)
 	return err
 }
 
