@@ -38,25 +38,16 @@ func (w witnessed) String() string {
 type netnsPath struct{ skNet, netInum uint32 }
 
 func findNetnsPath(spec *btf.Spec) (netnsPath, error) {
-	var p netnsPath
-	common, err := memberOffset(spec, "sock", "__sk_common")
-	if err != nil {
-		return p, err
-	}
-	skcNet, err := memberOffset(spec, "sock_common", "skc_net")
-	if err != nil {
-		return p, err
-	}
-	ns, err := memberOffset(spec, "net", "ns")
-	if err != nil {
-		return p, err
-	}
-	inum, err := memberOffset(spec, "ns_common", "inum")
-	if err != nil {
-		return p, err
+	var off [4]uint32
+	for i, m := range [...][2]string{{"sock", "__sk_common"}, {"sock_common", "skc_net"}, {"net", "ns"}, {"ns_common", "inum"}} {
+		o, err := memberOffset(spec, m[0], m[1])
+		if err != nil {
+			return netnsPath{}, err
+		}
+		off[i] = o
 	}
 	// possible_net_t holds the pointer as its first (only) member.
-	return netnsPath{skNet: common + skcNet, netInum: ns + inum}, nil
+	return netnsPath{skNet: off[0] + off[1], netInum: off[2] + off[3]}, nil
 }
 
 // memberOffset is a struct member's byte offset, looking into anonymous
