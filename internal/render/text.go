@@ -47,6 +47,8 @@ func NewText(w io.Writer, by string) *Text {
 	return &Text{w: bufio.NewWriter(w), pageSize: 4096, by: by}
 }
 
+// lineFormat lays out the header; appendLine (line.go) writes the event
+// lines to the same columns without fmt.
 const lineFormat = "%-12s %-7s %-15s %-21s %-21s %-11s %-19s %s\n"
 
 // Start writes the header: kernel, tcp_mem in pages and bytes, hooks.
