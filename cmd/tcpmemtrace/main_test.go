@@ -398,6 +398,7 @@ func TestPIDFilterEndToEnd(t *testing.T) {
 	drops := r.delta("TCPRcvQDrop") + r.delta("TCPOFODrop")
 	if tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops || drops == 0 {
 		t.Errorf("drops[PROTO_MEM] = %d, want the reader's %d", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops)
+		explainFiltered(t, r)
 	}
 	if tot.Events[stream.MemAborts] != 0 || r.delta("TCPAbortOnMemory") == 0 {
 		t.Errorf("mem_aborts = %d with the writer filtered out (kernel: %d)", tot.Events[stream.MemAborts], r.delta("TCPAbortOnMemory"))
@@ -423,12 +424,28 @@ func onlyReader(t *testing.T, r *e2e) {
 	if tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops || drops == 0 || tot.Events[stream.MemAborts] != 0 || r.delta("TCPAbortOnMemory") == 0 {
 		t.Errorf("drops %d (kernel %d), aborts %d (kernel %d): want only the reader's drops",
 			tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops, tot.Events[stream.MemAborts], r.delta("TCPAbortOnMemory"))
+		explainFiltered(t, r)
 	}
 	for _, e := range r.events {
 		if !strings.HasPrefix(e.Type, "pressure") && int(e.PID) != r.res.ReaderPID {
 			t.Errorf("%s event owned by %d %q, want only the reader %d", e.Type, e.PID, e.Comm, r.res.ReaderPID)
 		}
 	}
+}
+
+// explainFiltered logs what an owner-filtered run that missed some of the
+// reader's drops comes with. Once in CI (-p, sockets opened before the
+// tool) about 55 of the reader's 300 connections had their drops left out:
+// their sockets were not the reader's when the drops came, though the
+// startup snapshot should have stamped them all.
+func explainFiltered(t *testing.T, r *e2e) {
+	t.Helper()
+	for _, h := range r.start.Hooks {
+		if h.Event == stream.EventOwners {
+			t.Logf("owners: %s; notes %v", h.Using, h.Notes)
+		}
+	}
+	t.Logf("by process %+v; missed runs %d %v, lost %d", r.summary.ByProcess, r.summary.Totals.MissedRuns, r.summary.Totals.Missed, r.summary.Totals.LostSamples)
 }
 
 // TestCgroupFilterEndToEnd: --cgroup selects a subtree. The reader sits in
