@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/aggregate"
@@ -47,6 +48,9 @@ type traced struct {
 	// counted of the kernel's PROTO_MEM frees and memory-abort resets
 	// meanwhile (-1: none ran).
 	witnessed, resetsWitnessed witnessed
+	// runs is how many times the tracer's programs ran, by event, once
+	// the witnesses stopped.
+	runs map[string]uint64
 }
 
 func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced {
@@ -58,6 +62,10 @@ func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced 
 	}
 	t.Cleanup(env.Close)
 
+	// Run counts for the witnesses' comparison: on for the test only.
+	if stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err == nil {
+		t.Cleanup(func() { stats.Close() })
+	}
 	cfg := tracer.Config{NetNS: env.NetNS}
 	if os.Getenv("TCPMEMTRACE_TEST_HOOKS") == "tracepoints" {
 		cfg.Hooks = tracer.HooksTracepoints
@@ -108,6 +116,7 @@ func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced 
 	}
 	out.res, err = env.Run()
 	out.witnessed, out.resetsWitnessed = frees.stop(), resets.stop()
+	out.runs = tracer.Runs(tr)
 	if rerr := g.Restore(); rerr != nil {
 		t.Fatal(rerr)
 	}
@@ -141,7 +150,7 @@ func TestOutOfMemoryAborts(t *testing.T) {
 	t.Logf("kernel: TCPAbortOnMemory %d TCPRcvQDrop %d TCPOFODrop %d TCPMemoryPressures %d (host %d)",
 		r.res.Delta("TCPAbortOnMemory"), r.res.Delta("TCPRcvQDrop"), r.res.Delta("TCPOFODrop"),
 		r.res.Delta("TCPMemoryPressures"), r.hostDelta.Get("TcpExt", "TCPMemoryPressures"))
-	t.Logf("witnessed: PROTO_MEM frees %v; memory-abort resets %v", r.witnessed, r.resetsWitnessed)
+	t.Logf("witnessed: PROTO_MEM frees %v; memory-abort resets %v; the tracer's programs ran %v", r.witnessed, r.resetsWitnessed, r.runs)
 
 	// With 300 connections the reader's forced first-skb charges alone keep
 	// allocated above tcp_mem[2], so every writer close is an abort.
@@ -259,6 +268,15 @@ func explainMismatch(t *testing.T, r traced) {
 	t.Logf("the namespace's other TcpExt changes: %v", changed(r.res))
 	t.Logf("drops %v, by place %+v, missed runs %d %v, lost %d", tot.Drops, tot.Places, tot.MissedRuns, tot.Missed, tot.LostSamples)
 	t.Logf("the witnesses counted over the run (-1: not known): PROTO_MEM frees %v; memory-abort resets %v", r.witnessed, r.resetsWitnessed)
+	t.Logf("the tracer's programs ran, by event, until the witnesses stopped: %v", r.runs)
+	for _, w := range []struct {
+		event string
+		seen  witnessed
+	}{{stream.EventDrops, r.witnessed}, {stream.EventAborts, r.resetsWitnessed}} {
+		if runs := r.runs[w.event]; w.seen.runs > 0 && runs < uint64(w.seen.runs) {
+			t.Logf("the tracer's %s programs ran %d times, the witness %d: the tracepoint skipped the tracer", w.event, runs, w.seen.runs)
+		}
+	}
 }
 
 // changed is every TcpExt counter that moved over a workload's run.

@@ -28,13 +28,15 @@ type witness struct {
 }
 
 // witnessed is what a witness counted: every event of the host, and those
-// whose socket is in the test's namespace (-1: not known).
-type witnessed struct{ all, netns int64 }
+// whose socket is in the test's namespace (-1: not known); and how many
+// times it ran (with BPF statistics on), which the tracer's program on the
+// same tracepoint, attached before and detached after it, cannot be below.
+type witnessed struct{ all, netns, runs int64 }
 
-var unknown = witnessed{all: -1, netns: -1}
+var unknown = witnessed{all: -1, netns: -1, runs: -1}
 
 func (w witnessed) String() string {
-	return fmt.Sprintf("%d in the namespace, %d on the host", w.netns, w.all)
+	return fmt.Sprintf("%d in the namespace, %d on the host, in %d runs", w.netns, w.all, w.runs)
 }
 
 // witnessPoint is what a witness counts: the raw tracepoint's events whose
@@ -226,6 +228,9 @@ func (w *witness) stop() witnessed {
 		return out
 	}
 	w.link.Close()
+	if st, err := w.prog.Stats(); err == nil {
+		out.runs = int64(st.RunCount)
+	}
 	var n uint64
 	if w.counts.Lookup(uint32(0), &n) == nil {
 		out.all = int64(n)
