@@ -33,8 +33,9 @@ func sumCounters(percpu []bpfCounters) stream.Totals {
 
 // attached is a program and the event whose counts it keeps.
 type attached struct {
-	prog  *ebpf.Program
-	event string
+	prog    *ebpf.Program
+	event   string
+	section string // where it is attached, e.g. tp_btf/kfree_skb
 }
 
 // readTotals reads the counters, and the runs the kernel skipped for each

@@ -254,7 +254,7 @@ func (t *Tracer) attach(h *hook, spec *ebpf.CollectionSpec) error {
 			return fmt.Errorf("attaching %s (%s): %w", section, h.Event, err)
 		}
 		t.links = append(t.links, l)
-		t.progs = append(t.progs, attached{prog, h.Event})
+		t.progs = append(t.progs, attached{prog, h.Event, section})
 	}
 	return nil
 }

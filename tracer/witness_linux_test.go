@@ -18,6 +18,7 @@ import (
 // kernel). Two are watched: PROTO_MEM frees (kfree_skb) and the resets of
 // memory aborts (tcp_send_reset), each by its reason.
 type witness struct {
+	point  witnessPoint
 	counts *ebpf.Map
 	prog   *ebpf.Program
 	link   link.Link
@@ -29,7 +30,7 @@ type witness struct {
 
 // witnessed is what a witness counted: every event of the host, and those
 // whose socket is in the test's namespace (-1: not known); and how many
-// times it ran (with BPF statistics on), which the tracer's program on the
+// times it ran (with BPF statistics on), which a tracer's program on the
 // same tracepoint, attached before and detached after it, cannot be below.
 type witnessed struct{ all, netns, runs int64 }
 
@@ -154,7 +155,7 @@ func startWitness(t *testing.T, p witnessPoint, netns uint32) *witness {
 	if reason < 0 || args <= p.reasonArg {
 		return nil
 	}
-	w := &witness{}
+	w := &witness{point: p}
 	if w.counts, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 2}); err != nil {
 		t.Logf("witness %s: %v", p.tracepoint, err)
 		return nil
@@ -186,6 +187,7 @@ func startWitness(t *testing.T, p witnessPoint, netns uint32) *witness {
 		w.close()
 		return nil
 	}
+	t.Cleanup(func() { w.stop() }) // detached even if the test ends early
 	return w
 }
 
@@ -220,14 +222,15 @@ func increment(counts *ebpf.Map, key int32) asm.Instructions {
 	}
 }
 
-// stop detaches the witness and returns what it counted; a nil witness
-// knows nothing.
+// stop detaches the witness and returns what it counted; a nil or
+// stopped witness knows nothing.
 func (w *witness) stop() witnessed {
 	out := unknown
-	if w == nil {
+	if w == nil || w.link == nil {
 		return out
 	}
 	w.link.Close()
+	w.link = nil
 	if st, err := w.prog.Stats(); err == nil {
 		out.runs = int64(st.RunCount)
 	}

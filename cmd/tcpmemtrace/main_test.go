@@ -435,8 +435,8 @@ func onlyReader(t *testing.T, r *e2e) {
 
 // explainFiltered logs what an owner-filtered run that missed some of the
 // reader's drops comes with. Once in CI (-p, sockets opened before the
-// tool) about 55 of the reader's 300 connections had their drops left out:
-// their sockets were not the reader's when the drops came, though the
+// tool) 733 of the reader's 900 drops were counted: as if some of its
+// sockets had no owner, or another, when their drops came, though the
 // startup snapshot should have stamped them all.
 func explainFiltered(t *testing.T, r *e2e) {
 	t.Helper()
