@@ -85,7 +85,9 @@ func (g *Guard) Restore() error {
 	}
 	g.orig = map[string]string{}
 	for _, r := range g.restorers {
-		r.Process.Kill()
+		// Its whole group (setsid made it the leader): its sleep too,
+		// which would otherwise linger for the rest of the deadline.
+		syscall.Kill(-r.Process.Pid, syscall.SIGKILL)
 		r.Wait()
 	}
 	g.restorers = nil
