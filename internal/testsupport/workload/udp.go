@@ -17,9 +17,11 @@ type Netns struct {
 	tid   int
 	Inode uint64 // the namespace's inode number
 	calls chan func()
+	sinks []int // closed as the namespace's thread ends; touched only there
 }
 
-// NewNetns makes the namespace; Close ends it once its sockets are closed.
+// NewNetns makes the namespace; Close ends its thread, and the namespace
+// with it once the senders' sockets are closed too.
 func NewNetns() (*Netns, error) {
 	n := &Netns{calls: make(chan func())}
 	errc := make(chan error)
@@ -58,6 +60,9 @@ func (n *Netns) serve(ready chan<- error) {
 	for f := range n.calls {
 		f()
 	}
+	for _, fd := range n.sinks {
+		unix.Close(fd)
+	}
 }
 
 func (n *Netns) do(f func()) {
@@ -66,7 +71,7 @@ func (n *Netns) do(f func()) {
 	<-done
 }
 
-// Close ends the namespace's thread.
+// Close ends the namespace's thread, which closes its sinks.
 func (n *Netns) Close() { close(n.calls) }
 
 // MIB reads the namespace's SNMP and netstat counters: the oracle.
@@ -83,6 +88,7 @@ func (n *Netns) Sink() (port int, err error) {
 		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
 			return
 		}
+		n.sinks = append(n.sinks, fd)
 		if err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 0); err != nil {
 			return
 		}
