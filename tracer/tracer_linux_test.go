@@ -19,6 +19,7 @@ import (
 	"github.com/tcpmemtrace/tcpmemtrace/internal/enrich"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/privtest"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/witness"
 	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/workload"
 	"github.com/tcpmemtrace/tcpmemtrace/stream"
 	"github.com/tcpmemtrace/tcpmemtrace/tracer"
@@ -47,7 +48,7 @@ type traced struct {
 	// witnessed and resetsWitnessed are what second, minimal programs
 	// counted of the kernel's PROTO_MEM frees and memory-abort resets
 	// meanwhile (-1: none ran).
-	witnessed, resetsWitnessed witnessed
+	witnessed, resetsWitnessed witness.Counts
 	// runs is how many times the tracer's programs ran, by where they are
 	// attached, once the witnesses stopped.
 	runs map[string]uint64
@@ -58,16 +59,26 @@ func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced 
 	return traceWith(t, s, sysctls, traceOptions{})
 }
 
+// drops is the kernel's count of the run's TCP memory drops (TCPRcvQDrop
+// and TCPOFODrop) less the PROTO_MEM frees no BPF program ran for (see
+// package witness): what the tracer, or any BPF tool, can count.
+func (r traced) drops(t *testing.T) uint64 {
+	t.Helper()
+	return witness.Countable(t, r.res.Delta("TCPRcvQDrop")+r.res.Delta("TCPOFODrop"), r.witnessed)
+}
+
+// aborts is the kernel's ΔTCPAbortOnMemory less the memory-abort resets no
+// BPF program ran for.
+func (r traced) aborts(t *testing.T) uint64 {
+	t.Helper()
+	return witness.Countable(t, r.res.Delta("TCPAbortOnMemory"), r.resetsWitnessed)
+}
+
 // traceOptions is what a trace does besides its scenario.
 type traceOptions struct {
 	// first runs once the sysctl lock is held (no other test's episode
 	// runs) and before anything starts.
 	first func()
-	// alone: no witnesses and no BPF statistics, the tracer alone on its
-	// tracepoints as the tool runs. A witness is a second probe there,
-	// which the kernel then calls through its iterator rather than
-	// straight; TCPMEMTRACE_TEST_WITNESS=0 makes every trace alone.
-	alone bool
 }
 
 func traceWith(t *testing.T, s workload.Scenario, sysctls map[string]string, o traceOptions) traced {
@@ -83,10 +94,7 @@ func traceWith(t *testing.T, s workload.Scenario, sysctls map[string]string, o t
 	t.Cleanup(env.Close)
 
 	// Run counts for the witnesses' comparison: on for the test only.
-	witnesses := !o.alone && os.Getenv("TCPMEMTRACE_TEST_WITNESS") != "0"
-	if !witnesses {
-		t.Log("the tracer alone: no witnesses")
-	} else if stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err == nil {
+	if stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err == nil {
 		t.Cleanup(func() { stats.Close() })
 	}
 	cfg := tracer.Config{NetNS: env.NetNS}
@@ -130,10 +138,7 @@ func traceWith(t *testing.T, s workload.Scenario, sysctls map[string]string, o t
 	if err != nil {
 		t.Fatal(err)
 	}
-	var frees, resets *witness
-	if witnesses {
-		frees, resets = startWitness(t, protoMemFrees, env.NetNS), startWitness(t, memoryAbortResets, env.NetNS)
-	}
+	frees, resets := witness.StartT(t, witness.ProtoMemFrees, env.NetNS), witness.StartT(t, witness.MemoryAbortResets, env.NetNS)
 	out.lowered = time.Now()
 	for name, v := range sysctls {
 		if err := g.Set(name, v, 90*time.Second); err != nil {
@@ -141,7 +146,7 @@ func traceWith(t *testing.T, s workload.Scenario, sysctls map[string]string, o t
 		}
 	}
 	out.res, err = env.Run()
-	out.witnessed, out.resetsWitnessed = frees.stop(), resets.stop()
+	out.witnessed, out.resetsWitnessed = frees.Stop(), resets.Stop()
 	out.runs = tracer.Runs(tr)
 	if rerr := g.Restore(); rerr != nil {
 		t.Fatal(rerr)
@@ -180,13 +185,13 @@ func TestOutOfMemoryAborts(t *testing.T) {
 
 	// With 300 connections the reader's forced first-skb charges alone keep
 	// allocated above tcp_mem[2], so every writer close is an abort.
-	if want := r.res.Delta("TCPAbortOnMemory"); tot.Events[stream.MemAborts] != want || want < conns {
-		t.Errorf("mem_aborts = %d, kernel's ΔTCPAbortOnMemory = %d (want >= %d)", tot.Events[stream.MemAborts], want, conns)
+	if want, kernel := r.aborts(t), r.res.Delta("TCPAbortOnMemory"); tot.Events[stream.MemAborts] != want || kernel < conns {
+		t.Errorf("mem_aborts = %d, want %d of the kernel's ΔTCPAbortOnMemory %d (want >= %d)", tot.Events[stream.MemAborts], want, kernel, conns)
 	}
 	if tot.Events[stream.OrphanAborts] != 0 {
 		t.Errorf("orphan_aborts = %d, want 0", tot.Events[stream.OrphanAborts])
 	}
-	if want := r.res.Delta("TCPRcvQDrop") + r.res.Delta("TCPOFODrop"); tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != want || want == 0 {
+	if want := r.drops(t); tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != want || want == 0 {
 		t.Errorf("drops[PROTO_MEM] = %d, kernel's Δ(TCPRcvQDrop+TCPOFODrop) = %d (want > 0)", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], want)
 		explainMismatch(t, r)
 	}
@@ -222,7 +227,7 @@ func owner(r traced, pid int) *stream.OwnerCounts {
 func onlyCause(t *testing.T, r traced, cause stream.DropCause) {
 	t.Helper()
 	tot := r.final.Totals
-	drops := r.res.Delta("TCPRcvQDrop") + r.res.Delta("TCPOFODrop")
+	drops := r.drops(t)
 	t.Logf("drops_by_cause %v; kernel TCPRcvQDrop %d TCPOFODrop %d RcvPruned %d OfoPruned %d",
 		tot.Causes, r.res.Delta("TCPRcvQDrop"), r.res.Delta("TCPOFODrop"), r.res.Delta("RcvPruned"), r.res.Delta("OfoPruned"))
 	if drops == 0 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops {
@@ -285,10 +290,15 @@ func TestMemcgLimitedDrops(t *testing.T) {
 }
 
 // explainMismatch logs what a count that differs from the kernel's comes
-// with. On the 6.18 host the tracer has, rarely, counted a few fewer than
-// the kernel (PROTO_MEM drops: 11 of 900, 7 of 438, 1 of 115; orphan
-// aborts: 2 of 100) with no missed runs reported: what else the kernel
-// counted then, and the witness, are the leads to follow.
+// with. The rare orphan-abort shortfalls on the 6.18 host (1 to 4 of 100,
+// with the aborts fired from timers) were hits no BPF program ran for:
+// ftrace recorded each one, always on a thread of the VM's agent (PID 1);
+// the tracer's program and the witness's ran the same number of times,
+// fewer than ftrace's hits, and counted no recursion miss; bpftrace missed
+// the same hits. The drop shortfalls seen before ftrace was a witness (11
+// of 900, 7 of 438, 1 of 115) fit the same cause. The tests count with
+// those hits taken off (drops, aborts); a mismatch left says which link
+// did not hold.
 func explainMismatch(t *testing.T, r traced) {
 	tot := r.final.Totals
 	t.Logf("the namespace's other TcpExt changes: %v", changed(r.res))
@@ -296,13 +306,13 @@ func explainMismatch(t *testing.T, r traced) {
 	t.Logf("the witnesses counted over the run (-1: not known): PROTO_MEM frees %v; memory-abort resets %v", r.witnessed, r.resetsWitnessed)
 	t.Logf("the tracer's programs ran, until the witnesses stopped: %v", r.runs)
 	for _, w := range []struct {
-		point witnessPoint
-		seen  witnessed
-	}{{protoMemFrees, r.witnessed}, {memoryAbortResets, r.resetsWitnessed}} {
+		point witness.Point
+		seen  witness.Counts
+	}{{witness.ProtoMemFrees, r.witnessed}, {witness.MemoryAbortResets, r.resetsWitnessed}} {
 		// Only where the tracer has a program on the witness's tracepoint.
-		runs, ok := r.runs["tp_btf/"+w.point.tracepoint]
-		if ok && w.seen.runs > 0 && runs < uint64(w.seen.runs) {
-			t.Logf("the tracer's program on %s ran %d times, the witness %d: the tracepoint skipped the tracer's", w.point.tracepoint, runs, w.seen.runs)
+		runs, ok := r.runs["tp_btf/"+w.point.Tracepoint()]
+		if ok && w.seen.Runs > 0 && runs < uint64(w.seen.Runs) {
+			t.Logf("the tracer's program on %s ran %d times, the witness %d: the tracepoint skipped the tracer's", w.point.Tracepoint(), runs, w.seen.Runs)
 		}
 	}
 }
@@ -375,8 +385,8 @@ func TestTooManyOrphans(t *testing.T) {
 		map[string]string{"net/ipv4/tcp_max_orphans": "0"}, traceOptions{first: func() { leftover = waitNoOrphans(t, 30*time.Second) }})
 	tot := r.final.Totals
 	t.Logf("totals %+v; kernel ΔTCPAbortOnMemory %d; witnessed memory-abort resets %v", tot, r.res.Delta("TCPAbortOnMemory"), r.resetsWitnessed)
-	if want := r.res.Delta("TCPAbortOnMemory"); tot.Events[stream.OrphanAborts] != want || want < conns {
-		t.Errorf("orphan_aborts = %d, kernel's ΔTCPAbortOnMemory = %d (want >= %d)", tot.Events[stream.OrphanAborts], want, conns)
+	if want, kernel := r.aborts(t), r.res.Delta("TCPAbortOnMemory"); tot.Events[stream.OrphanAborts] != want || kernel < conns {
+		t.Errorf("orphan_aborts = %d, want %d of the kernel's ΔTCPAbortOnMemory %d (want >= %d)", tot.Events[stream.OrphanAborts], want, kernel, conns)
 		explainMismatch(t, r) // TCPAbortFailed among them: resets that could not be sent
 	}
 	if tot.Events[stream.MemAborts] != 0 {
@@ -639,15 +649,10 @@ func TestMemcgCauseUnderLoad(t *testing.T) {
 	if testing.Short() || os.Getenv("TCPMEMTRACE_TEST_RUNS") != "" {
 		runs, _ = strconv.Atoi(os.Getenv("TCPMEMTRACE_TEST_RUNS"))
 	}
-	// Every other run has the tracer alone on its tracepoints, as the tool
-	// runs; the rest have witnesses (see traceOptions.alone). Of the four
-	// rare shortfalls seen, at least three had the tracer alone on the
-	// tracepoint that fell short.
 	for i := range runs {
-		alone := i%2 == 1
 		r := traceWith(t, workload.Scenario{Kind: workload.OOM, Conns: 50, WriteFor: 3 * time.Second, ReaderMemcg: memcg,
-			WriterSndbuf: 64 << 10}, nil, traceOptions{alone: alone})
-		t.Logf("run %d (alone %v)", i+1, alone)
+			WriterSndbuf: 64 << 10}, nil, traceOptions{})
+		t.Logf("run %d", i+1)
 		onlyCause(t, r, stream.CauseMemcg)
 	}
 }
@@ -662,7 +667,7 @@ func TestHandOver(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			r := trace(t, workload.Scenario{Kind: workload.OOM, Conns: 150, WriteFor: 3 * time.Second, PreConnect: false,
 				Handover: how}, map[string]string{"net/ipv4/tcp_mem": "1000 2000 3000"})
-			drops := r.res.Delta("TCPRcvQDrop") + r.res.Delta("TCPOFODrop")
+			drops := r.drops(t)
 			tot := r.final.Totals
 			h, a := owner(r, r.res.HandlerPID), owner(r, r.res.ReaderPID)
 			t.Logf("handler %d, acceptor %d; kernel drops %d, counted %d, witnessed %v", r.res.HandlerPID, r.res.ReaderPID, drops,

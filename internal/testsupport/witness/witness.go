@@ -1,6 +1,17 @@
-package tracer_test
+// Package witness counts one kernel event twice, independently of the
+// tracer, for the tests that hold the tracer to the kernel's MIB: a minimal
+// hand-assembled BPF program, and ftrace (package tracefs). A BPF program
+// does not run for every hit: the development VM's kernel runs none for a
+// hit in interrupt context while a thread of its agent (PID 1) is current,
+// though ftrace records it, and counts no recursion miss. The tracer, like
+// every BPF tool (bpftrace too), cannot count those; a witness's two counts
+// say how many there were (Counts.Hidden), and Countable takes them off the
+// kernel's count. Two events are watched: PROTO_MEM frees (kfree_skb) and
+// the resets of memory aborts (tcp_send_reset), each by its reason.
+package witness
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 
@@ -8,17 +19,13 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/tracefs"
 )
 
-// A witness is a second, minimal counter of one kernel event, for the logs
-// of the tests that compare the tracer with the kernel's MIB. The tracer
-// has, rarely, counted a few events fewer than the kernel with no missed
-// runs; a witness tells "the tracepoint did not fire" (it agrees with the
-// tracer) from "the tracer's program missed them" (it agrees with the
-// kernel). Two are watched: PROTO_MEM frees (kfree_skb) and the resets of
-// memory aborts (tcp_send_reset), each by its reason.
-type witness struct {
-	point  witnessPoint
+// Witness is one event counted twice; Stop detaches it.
+type Witness struct {
+	point  Point
 	counts *ebpf.Map
 	prog   *ebpf.Program
 	link   link.Link
@@ -26,24 +33,59 @@ type witness struct {
 	// counts the test namespace's events alone, the figure the kernel's
 	// MIB delta is comparable with.
 	inNetns bool
+	ftrace  *tracefs.Counter // nil where tracefs or the event's reason is missing
 }
 
-// witnessed is what a witness counted: every event of the host, and those
-// whose socket is in the test's namespace (-1: not known); and how many
-// times it ran (with BPF statistics on), which a tracer's program on the
-// same tracepoint, attached before and detached after it, cannot be below.
-type witnessed struct{ all, netns, runs int64 }
-
-var unknown = witnessed{all: -1, netns: -1, runs: -1}
-
-func (w witnessed) String() string {
-	return fmt.Sprintf("%d in the namespace, %d on the host, in %d runs", w.netns, w.all, w.runs)
+// Counts is what a witness counted: every event of the host, and those
+// whose socket is in the test's namespace (-1: not known); how many times
+// its program ran (with BPF statistics on), which a tracer's program on the
+// same tracepoint, attached before and detached after it, cannot be below;
+// and what ftrace recorded of the host's events (Fired -1: not known), by
+// the task that was current.
+type Counts struct {
+	All, Netns, Runs, Fired int64
+	ByTask                  map[string]int64
 }
 
-// witnessPoint is what a witness counts: the raw tracepoint's events whose
+// Unknown is what a witness that did not run counted.
+var Unknown = Counts{All: -1, Netns: -1, Runs: -1, Fired: -1}
+
+// Hidden is how many of the host's events no BPF program ran for (those
+// ftrace recorded and the witness's program did not); 0 when not known.
+func (c Counts) Hidden() uint64 {
+	if c.Fired < 0 || c.All < 0 || c.Fired <= c.All {
+		return 0
+	}
+	return uint64(c.Fired - c.All)
+}
+
+func (c Counts) String() string {
+	s := fmt.Sprintf("%d in the namespace, %d on the host, in %d runs", c.Netns, c.All, c.Runs)
+	if c.Fired >= 0 {
+		s += fmt.Sprintf("; ftrace %d on the host, by task %v", c.Fired, c.ByTask)
+	}
+	return s
+}
+
+// Countable is a kernel count of the witnessed event less the events no
+// BPF program ran for: what the tracer, or any BPF tool, can count. It logs
+// what it took off.
+func Countable(t testing.TB, kernel uint64, c Counts) uint64 {
+	t.Helper()
+	hidden := c.Hidden()
+	if hidden == 0 || hidden > kernel { // more: some were the host's, not the namespace's
+		return kernel
+	}
+	t.Logf("%d of the kernel's %d fired where no BPF program ran (the witness's program %d, ftrace %d, by task %v): counting %d",
+		hidden, kernel, c.All, c.Fired, c.ByTask, kernel-hidden)
+	return kernel - hidden
+}
+
+// Point is what a witness counts: the raw tracepoint's events whose
 // reason argument is the enum's value, and where the socket argument is.
-type witnessPoint struct {
+type Point struct {
 	tracepoint string
+	event      string // ftrace's name for it
 	reasonEnum string // the reason's enum type, and the value counted
 	reason     string
 	reasonArg  int
@@ -51,10 +93,11 @@ type witnessPoint struct {
 	minArgs    int // the tracepoint's arguments when the socket is among them
 }
 
+// The events witnessed.
 var (
-	protoMemFrees = witnessPoint{tracepoint: "kfree_skb", reasonEnum: "skb_drop_reason", reason: "SKB_DROP_REASON_PROTO_MEM",
+	ProtoMemFrees = Point{tracepoint: "kfree_skb", event: "skb/kfree_skb", reasonEnum: "skb_drop_reason", reason: "SKB_DROP_REASON_PROTO_MEM",
 		reasonArg: 2, socketArg: 3, minArgs: 4} // rx_sk: 6.11+
-	memoryAbortResets = witnessPoint{tracepoint: "tcp_send_reset", reasonEnum: "sk_rst_reason", reason: "SK_RST_REASON_TCP_ABORT_ON_MEMORY",
+	MemoryAbortResets = Point{tracepoint: "tcp_send_reset", event: "tcp/tcp_send_reset", reasonEnum: "sk_rst_reason", reason: "SK_RST_REASON_TCP_ABORT_ON_MEMORY",
 		reasonArg: 2, socketArg: 0, minArgs: 3}
 )
 
@@ -142,23 +185,29 @@ func enumValue(spec *btf.Spec, enum, name string) int64 {
 	return -1
 }
 
-// startWitness attaches a witness to its raw tracepoint; nil where the
-// kernel's events carry no such reason or it cannot load.
-func startWitness(t *testing.T, p witnessPoint, netns uint32) *witness {
-	t.Helper()
+// Tracepoint is the raw tracepoint a point's events come from.
+func (p Point) Tracepoint() string { return p.tracepoint }
+
+// ErrNoReason: the kernel's events carry no such reason (before 6.10 for
+// resets, 5.17 for frees); nothing is witnessed.
+var ErrNoReason = errors.New("witness: the tracepoint carries no such reason")
+
+// Start attaches a witness to its raw tracepoint, where the socket is in
+// the namespace whose inode is netns, and starts ftrace on the same event
+// (without it, Counts.Fired is -1 and the note says why).
+func Start(p Point, netns uint32) (w *Witness, note error) {
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	reason := enumValue(spec, p.reasonEnum, p.reason)
 	args := tracepointArgs(spec, p.tracepoint)
 	if reason < 0 || args <= p.reasonArg {
-		return nil
+		return nil, fmt.Errorf("%s: %w", p.tracepoint, ErrNoReason)
 	}
-	w := &witness{point: p}
+	w = &Witness{point: p}
 	if w.counts, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 2}); err != nil {
-		t.Logf("witness %s: %v", p.tracepoint, err)
-		return nil
+		return nil, fmt.Errorf("witness %s: %w", p.tracepoint, err)
 	}
 	path, perr := findNetnsPath(spec)
 	w.inNetns = args >= p.minArgs && perr == nil
@@ -183,11 +232,26 @@ func startWitness(t *testing.T, p witnessPoint, netns uint32) *witness {
 		w.link, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: p.tracepoint, Program: w.prog})
 	}
 	if err != nil {
-		t.Logf("witness %s: %v", p.tracepoint, err)
 		w.close()
-		return nil
+		return nil, fmt.Errorf("witness %s: %w", p.tracepoint, err)
 	}
-	t.Cleanup(func() { w.stop() }) // detached even if the test ends early
+	// ftrace records inside the program's window, so that no hit it
+	// records can have come before or after the program was attached.
+	if w.ftrace, err = tracefs.Start(p.event, fmt.Sprintf("reason == %d", reason)); err != nil {
+		return w, fmt.Errorf("witness %s without ftrace: %w", p.tracepoint, err)
+	}
+	return w, nil
+}
+
+// StartT starts a witness that stops when the test ends, if not before,
+// and logs why it runs without ftrace or not at all (nil).
+func StartT(t testing.TB, p Point, netns uint32) *Witness {
+	t.Helper()
+	w, note := Start(p, netns)
+	if note != nil {
+		t.Log(note)
+	}
+	t.Cleanup(func() { w.Stop() })
 	return w
 }
 
@@ -222,30 +286,36 @@ func increment(counts *ebpf.Map, key int32) asm.Instructions {
 	}
 }
 
-// stop detaches the witness and returns what it counted; a nil or
+// Stop detaches the witness and returns what it counted; a nil or
 // stopped witness knows nothing.
-func (w *witness) stop() witnessed {
-	out := unknown
+func (w *Witness) Stop() Counts {
+	out := Unknown
 	if w == nil || w.link == nil {
 		return out
+	}
+	if w.ftrace != nil {
+		if h, err := w.ftrace.Stop(); err == nil && h.Overrun == 0 {
+			out.Fired, out.ByTask = h.Total, h.ByTask
+		}
+		w.ftrace = nil
 	}
 	w.link.Close()
 	w.link = nil
 	if st, err := w.prog.Stats(); err == nil {
-		out.runs = int64(st.RunCount)
+		out.Runs = int64(st.RunCount)
 	}
 	var n uint64
 	if w.counts.Lookup(uint32(0), &n) == nil {
-		out.all = int64(n)
+		out.All = int64(n)
 	}
 	if w.inNetns && w.counts.Lookup(uint32(1), &n) == nil {
-		out.netns = int64(n)
+		out.Netns = int64(n)
 	}
 	w.close()
 	return out
 }
 
-func (w *witness) close() {
+func (w *Witness) close() {
 	if w.prog != nil {
 		w.prog.Close()
 	}
