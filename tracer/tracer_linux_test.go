@@ -45,9 +45,9 @@ type traced struct {
 	placed bool
 	// hostDelta is the test process's own namespace over the same run.
 	hostDelta procfs.Counters
-	// witnessed and resetsWitnessed are what second, minimal programs
-	// counted of the kernel's PROTO_MEM frees and memory-abort resets
-	// meanwhile (-1: none ran).
+	// witnessed and resetsWitnessed are what the witnesses (a minimal BPF
+	// program and ftrace each) counted of the kernel's PROTO_MEM frees and
+	// memory-abort resets meanwhile.
 	witnessed, resetsWitnessed witness.Counts
 	// runs is how many times the tracer's programs ran, by where they are
 	// attached, once the witnesses stopped.
@@ -192,7 +192,7 @@ func TestOutOfMemoryAborts(t *testing.T) {
 		t.Errorf("orphan_aborts = %d, want 0", tot.Events[stream.OrphanAborts])
 	}
 	if want := r.drops(t); tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != want || want == 0 {
-		t.Errorf("drops[PROTO_MEM] = %d, kernel's Δ(TCPRcvQDrop+TCPOFODrop) = %d (want > 0)", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], want)
+		t.Errorf("drops[PROTO_MEM] = %d, want %d of the kernel's Δ(TCPRcvQDrop+TCPOFODrop) (> 0)", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], want)
 		explainMismatch(t, r)
 	}
 	// Pressure is global; the entry is counted in the namespace of the
@@ -232,7 +232,7 @@ func onlyCause(t *testing.T, r traced, cause stream.DropCause) {
 		tot.Causes, r.res.Delta("TCPRcvQDrop"), r.res.Delta("TCPOFODrop"), r.res.Delta("RcvPruned"), r.res.Delta("OfoPruned"))
 	if drops == 0 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops {
 		explainMismatch(t, r)
-		t.Fatalf("drops[PROTO_MEM] = %d, kernel %d (want > 0)", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops)
+		t.Fatalf("drops[PROTO_MEM] = %d, want %d of the kernel's (> 0)", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops)
 	}
 	for c, v := range tot.Causes {
 		if (stream.DropCause(c) == cause && v != drops) || (stream.DropCause(c) != cause && v != 0) {
@@ -674,7 +674,7 @@ func TestHandOver(t *testing.T) {
 				tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], r.witnessed)
 			if drops == 0 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops {
 				explainMismatch(t, r)
-				t.Fatalf("drops %d, kernel %d", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops)
+				t.Fatalf("drops %d, want %d of the kernel's", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops)
 			}
 			if h == nil || h.Comm != "tmt-handler" || h.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops {
 				t.Errorf("handler's counts %+v, want all %d drops", h, drops)

@@ -332,7 +332,7 @@ func TestOutOfMemoryEndToEnd(t *testing.T) {
 		t.Errorf("orphan_aborts = %d, want 0", tot.Events[stream.OrphanAborts])
 	}
 	if want := r.drops(t); tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != want || want == 0 {
-		t.Errorf("drops[PROTO_MEM] = %d, Δ(TCPRcvQDrop+TCPOFODrop) = %d (want > 0)", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], want)
+		t.Errorf("drops[PROTO_MEM] = %d, want %d of Δ(TCPRcvQDrop+TCPOFODrop) (> 0)", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], want)
 	}
 	hostPress := r.hostMIB.Get("TcpExt", "TCPMemoryPressures")
 	if want := r.delta("TCPMemoryPressures") + hostPress; tot.PressureEpisodes != want || want == 0 {
@@ -443,7 +443,7 @@ func onlyReader(t *testing.T, r *e2e) {
 	tot := r.summary.Totals
 	drops := r.drops(t)
 	if tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops || drops == 0 || tot.Events[stream.MemAborts] != 0 || r.delta("TCPAbortOnMemory") == 0 {
-		t.Errorf("drops %d (kernel %d), aborts %d (kernel %d): want only the reader's drops",
+		t.Errorf("drops %d (want %d of the kernel's), aborts %d (kernel %d): want only the reader's drops",
 			tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops, tot.Events[stream.MemAborts], r.delta("TCPAbortOnMemory"))
 		explainFiltered(t, r)
 	}
@@ -496,7 +496,7 @@ func TestCommFilterEndToEnd(t *testing.T) {
 	})
 	tot := r.summary.Totals
 	if want := r.aborts(t); tot.Events[stream.MemAborts] != want || want == 0 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != 0 {
-		t.Errorf("aborts %d (kernel %d), drops %d: want only the writer's aborts", tot.Events[stream.MemAborts], want, tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem])
+		t.Errorf("aborts %d (want %d of the kernel's), drops %d: want only the writer's aborts", tot.Events[stream.MemAborts], want, tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem])
 	}
 	for _, e := range r.events {
 		if !strings.HasPrefix(e.Type, "pressure") && e.Comm != "tmt-writer" {
@@ -548,10 +548,10 @@ func TestRecordAndReplay(t *testing.T) {
 		t.Errorf("replayed by_process %+v\n    live %+v", replayed.ByProcess, r.summary.ByProcess)
 	}
 	if got, want := replayed.Totals.Events[stream.MemAborts], r.aborts(t); got != want || want == 0 {
-		t.Errorf("replayed mem_aborts %d, kernel %d", got, want)
+		t.Errorf("replayed mem_aborts %d, want %d of the kernel's", got, want)
 	}
 	if got, want := replayed.Totals.Drops[stream.ProtoTCP][stream.ReasonProtoMem], r.drops(t); got != want || want == 0 {
-		t.Errorf("replayed drops %d, kernel %d", got, want)
+		t.Errorf("replayed drops %d, want %d of the kernel's", got, want)
 	}
 	if events := len(lines) - 2; events != len(r.events) {
 		t.Errorf("replay wrote %d events, live %d", events, len(r.events))

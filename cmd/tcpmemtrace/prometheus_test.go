@@ -148,7 +148,7 @@ func TestPrometheusScrapesTheReproduction(t *testing.T) {
 	rng := `[10m]`
 	inc, ok1 := query(t, api, `max_over_time(`+aborts+rng+`) - min_over_time(`+aborts+rng+`)`)
 	if want := float64(r.aborts(t)); !ok1 || inc != want || want == 0 {
-		t.Errorf("abort counter increase %v, ΔTCPAbortOnMemory %v", inc, want)
+		t.Errorf("abort counter increase %v, want %v of ΔTCPAbortOnMemory", inc, want)
 	}
 	peak, ok2 := query(t, api, `max_over_time(tcpmemtrace_tcp_memory_allocated_bytes`+rng+`)`)
 	low, ok3 := query(t, api, `min_over_time(tcpmemtrace_tcp_mem_bytes{watermark="high"}`+rng+`)`)

@@ -20,18 +20,19 @@ import (
 // root is where tracefs is mounted; instances live under it.
 const root = "/sys/kernel/tracing"
 
+// prefix names this package's instances; the process's pid follows it.
+const prefix = "tcpmemtrace-test-"
+
 // Counter is one ftrace instance recording one event that passes a filter.
 type Counter struct {
 	dir, event string
 }
 
 // Hits is what a counter recorded: every hit, and the hits by the task
-// that was current ("comm-pid", as ftrace names it). Overrun counts hits
-// the instance's buffer had no room for: Total is short by that many.
+// that was current ("comm-pid").
 type Hits struct {
-	Total   int64
-	ByTask  map[string]int64
-	Overrun int64
+	Total  int64
+	ByTask map[string]int64
 }
 
 // Start records event ("group/name", e.g. "tcp/tcp_send_reset") in a new
@@ -41,20 +42,25 @@ func Start(event, filter string) (*Counter, error) {
 	if _, err := os.Stat(filepath.Join(root, "events", event)); err != nil {
 		return nil, fmt.Errorf("tracefs: no event %s: %w", event, err)
 	}
-	dir := filepath.Join(root, "instances", fmt.Sprintf("tcpmemtrace-test-%d-%s", os.Getpid(), strings.ReplaceAll(event, "/", "-")))
+	removeOrphans()
+	dir := filepath.Join(root, "instances", fmt.Sprintf("%s%d-%s", prefix, os.Getpid(), strings.ReplaceAll(event, "/", "-")))
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("tracefs: %w", err)
 	}
 	c := &Counter{dir: dir, event: event}
-	for _, w := range []struct{ file, value string }{
-		{"buffer_size_kb", "4096"}, // a few hundred thousand hits per CPU
-		{filepath.Join("events", event, "filter"), filter},
-		{filepath.Join("events", event, "enable"), "1"},
-	} {
-		if w.value == "" {
-			continue
-		}
-		if err := os.WriteFile(filepath.Join(dir, w.file), []byte(w.value), 0); err != nil {
+	settings := []struct{ file, value string }{{"buffer_size_kb", "4096"}} // a few hundred thousand hits per CPU
+	// An instance starts with the top level's options: one line per hit,
+	// in text, whatever they are.
+	for opt, v := range map[string]string{"stacktrace": "0", "userstacktrace": "0", "raw": "0", "hex": "0", "bin": "0",
+		"context-info": "1", "overwrite": "1"} {
+		settings = append(settings, struct{ file, value string }{filepath.Join("options", opt), v})
+	}
+	if filter != "" {
+		settings = append(settings, struct{ file, value string }{filepath.Join("events", event, "filter"), filter})
+	}
+	settings = append(settings, struct{ file, value string }{filepath.Join("events", event, "enable"), "1"})
+	for _, w := range settings {
+		if err := os.WriteFile(filepath.Join(dir, w.file), []byte(w.value), 0); err != nil && !(errors.Is(err, os.ErrNotExist) && strings.HasPrefix(w.file, "options")) {
 			c.remove()
 			return nil, fmt.Errorf("tracefs: %s = %q: %w", w.file, w.value, err)
 		}
@@ -62,8 +68,9 @@ func Start(event, filter string) (*Counter, error) {
 	return c, nil
 }
 
-// Stop stops recording, counts the hits and removes the instance; a nil
-// counter counts nothing.
+// Stop stops recording, counts the hits and removes the instance. It fails
+// where the count is not whole: a hit the buffer had no room for, or lines
+// that disagree with the buffer's own count.
 func (c *Counter) Stop() (Hits, error) {
 	if c == nil {
 		return Hits{}, errors.New("tracefs: no counter")
@@ -72,22 +79,32 @@ func (c *Counter) Stop() (Hits, error) {
 	if err := os.WriteFile(filepath.Join(c.dir, "events", c.event, "enable"), []byte("0"), 0); err != nil {
 		return Hits{}, fmt.Errorf("tracefs: %w", err)
 	}
-	h := Hits{ByTask: map[string]int64{}}
 	b, err := os.ReadFile(filepath.Join(c.dir, "trace"))
 	if err != nil {
 		return Hits{}, fmt.Errorf("tracefs: %w", err)
 	}
+	h := Hits{ByTask: map[string]int64{}}
 	for _, line := range bytes.Split(b, []byte("\n")) {
-		fields := strings.Fields(string(line))
-		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
+		// A hit's line: "comm-pid [cpu] flags timestamp: ..."; anything
+		// else (comments, a stack trace's "=>" lines) is not a hit.
+		f := strings.Fields(string(line))
+		if len(f) < 2 || strings.HasPrefix(f[0], "#") || !strings.HasPrefix(f[1], "[") || !strings.HasSuffix(f[1], "]") {
 			continue
 		}
 		h.Total++
-		h.ByTask[taskName(fields[0])]++
+		h.ByTask[taskName(f[0])]++
 	}
+	var entries int64
 	cpus, _ := filepath.Glob(filepath.Join(c.dir, "per_cpu", "cpu*", "stats"))
 	for _, f := range cpus {
-		h.Overrun += statsField(f, "overrun")
+		st := stats(f)
+		if lost := st["overrun"] + st["commit overrun"] + st["dropped events"]; lost != 0 {
+			return Hits{}, fmt.Errorf("tracefs: %s: %d hits lost for room", c.event, lost)
+		}
+		entries += st["entries"]
+	}
+	if entries != h.Total {
+		return Hits{}, fmt.Errorf("tracefs: %s: %d lines of hits, %d entries in the buffer", c.event, h.Total, entries)
 	}
 	return h, nil
 }
@@ -109,21 +126,32 @@ func (c *Counter) remove() {
 	os.Remove(c.dir)
 }
 
-// statsField reads one "name: value" line of a per-CPU stats file (0 if
-// absent).
-func statsField(path, name string) int64 {
+// removeOrphans deletes the instances of test processes that are gone (a
+// test binary killed before its cleanup), which would go on recording.
+func removeOrphans() {
+	dirs, _ := filepath.Glob(filepath.Join(root, "instances", prefix+"*"))
+	for _, d := range dirs {
+		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), prefix), "-")
+		if _, err := os.Stat(filepath.Join("/proc", pid)); errors.Is(err, os.ErrNotExist) {
+			os.Remove(d)
+		}
+	}
+}
+
+// stats reads a per-CPU stats file's "name: value" lines.
+func stats(path string) map[string]int64 {
+	out := map[string]int64{}
 	f, err := os.Open(path)
 	if err != nil {
-		return 0
+		return out
 	}
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		k, v, ok := strings.Cut(s.Text(), ":")
-		if ok && k == name {
-			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return n
+		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); ok && err == nil {
+			out[k] = n
 		}
 	}
-	return 0
+	return out
 }

@@ -25,7 +25,6 @@ import (
 
 // Witness is one event counted twice; Stop detaches it.
 type Witness struct {
-	point  Point
 	counts *ebpf.Map
 	prog   *ebpf.Program
 	link   link.Link
@@ -38,42 +37,54 @@ type Witness struct {
 
 // Counts is what a witness counted: every event of the host, and those
 // whose socket is in the test's namespace (-1: not known); how many times
-// its program ran (with BPF statistics on), which a tracer's program on the
-// same tracepoint, attached before and detached after it, cannot be below;
-// and what ftrace recorded of the host's events (Fired -1: not known), by
-// the task that was current.
+// its program ran (-1 without BPF statistics), which a tracer's program on
+// the same tracepoint, attached before and detached after it, cannot be
+// below, and how many hits its recursion guard turned away; and what
+// ftrace recorded of the host's events (Fired -1: not known, Note says
+// why), by the task that was current.
 type Counts struct {
-	All, Netns, Runs, Fired int64
-	ByTask                  map[string]int64
+	All, Netns, Runs, Misses, Fired int64
+	ByTask                          map[string]int64
+	Note                            string
 }
 
 // Unknown is what a witness that did not run counted.
 var Unknown = Counts{All: -1, Netns: -1, Runs: -1, Fired: -1}
 
-// Hidden is how many of the host's events no BPF program ran for (those
-// ftrace recorded and the witness's program did not); 0 when not known.
+// Hidden is how many of the host's events no BPF program ran for: those
+// ftrace recorded and the witness's program did not, when it turned none
+// away itself (0 when not known).
 func (c Counts) Hidden() uint64 {
-	if c.Fired < 0 || c.All < 0 || c.Fired <= c.All {
+	if c.Fired < 0 || c.All < 0 || c.Misses != 0 || c.Fired <= c.All {
 		return 0
 	}
 	return uint64(c.Fired - c.All)
 }
 
 func (c Counts) String() string {
-	s := fmt.Sprintf("%d in the namespace, %d on the host, in %d runs", c.Netns, c.All, c.Runs)
+	s := fmt.Sprintf("%d in the namespace, %d on the host, in %d runs (%d turned away)", c.Netns, c.All, c.Runs, c.Misses)
 	if c.Fired >= 0 {
 		s += fmt.Sprintf("; ftrace %d on the host, by task %v", c.Fired, c.ByTask)
+	}
+	if c.Note != "" {
+		s += "; " + c.Note
 	}
 	return s
 }
 
 // Countable is a kernel count of the witnessed event less the events no
-// BPF program ran for: what the tracer, or any BPF tool, can count. It logs
-// what it took off.
+// BPF program ran for: what the tracer, or any BPF tool, can count. It
+// takes them off only where every event the witness saw was the test
+// namespace's (ftrace counts the host's), and logs what it did.
 func Countable(t testing.TB, kernel uint64, c Counts) uint64 {
 	t.Helper()
 	hidden := c.Hidden()
-	if hidden == 0 || hidden > kernel { // more: some were the host's, not the namespace's
+	switch {
+	case hidden == 0:
+		return kernel
+	case c.Netns < 0 || c.Netns != c.All || hidden > kernel:
+		t.Logf("%d of the host's events fired where no BPF program ran (witness %v), not taken off the namespace's %d: some may be another namespace's",
+			hidden, c, kernel)
 		return kernel
 	}
 	t.Logf("%d of the kernel's %d fired where no BPF program ran (the witness's program %d, ftrace %d, by task %v): counting %d",
@@ -205,7 +216,7 @@ func Start(p Point, netns uint32) (w *Witness, note error) {
 	if reason < 0 || args <= p.reasonArg {
 		return nil, fmt.Errorf("%s: %w", p.tracepoint, ErrNoReason)
 	}
-	w = &Witness{point: p}
+	w = &Witness{}
 	if w.counts, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 2}); err != nil {
 		return nil, fmt.Errorf("witness %s: %w", p.tracepoint, err)
 	}
@@ -294,7 +305,9 @@ func (w *Witness) Stop() Counts {
 		return out
 	}
 	if w.ftrace != nil {
-		if h, err := w.ftrace.Stop(); err == nil && h.Overrun == 0 {
+		if h, err := w.ftrace.Stop(); err != nil {
+			out.Note = err.Error()
+		} else {
 			out.Fired, out.ByTask = h.Total, h.ByTask
 		}
 		w.ftrace = nil
@@ -302,7 +315,10 @@ func (w *Witness) Stop() Counts {
 	w.link.Close()
 	w.link = nil
 	if st, err := w.prog.Stats(); err == nil {
-		out.Runs = int64(st.RunCount)
+		if st.RunCount != 0 || st.Runtime != 0 { // zero without BPF statistics
+			out.Runs = int64(st.RunCount)
+		}
+		out.Misses = int64(st.RecursionMisses)
 	}
 	var n uint64
 	if w.counts.Lookup(uint32(0), &n) == nil {
