@@ -45,10 +45,10 @@ type traced struct {
 	placed bool
 	// hostDelta is the test process's own namespace over the same run.
 	hostDelta procfs.Counters
-	// witnessed and resetsWitnessed are what the witnesses (a minimal BPF
-	// program and ftrace each) counted of the kernel's PROTO_MEM frees and
-	// memory-abort resets meanwhile.
-	witnessed, resetsWitnessed witness.Counts
+	// seen is what the witnesses (a minimal BPF program and ftrace each)
+	// counted of the kernel's PROTO_MEM frees and memory-abort resets
+	// meanwhile.
+	seen witness.Seen
 	// runs is how many times the tracer's programs ran, by where they are
 	// attached, once the witnesses stopped.
 	runs map[string]uint64
@@ -57,21 +57,6 @@ type traced struct {
 func trace(t *testing.T, s workload.Scenario, sysctls map[string]string) traced {
 	t.Helper()
 	return traceWith(t, s, sysctls, traceOptions{})
-}
-
-// drops is the kernel's count of the run's TCP memory drops (TCPRcvQDrop
-// and TCPOFODrop) less the PROTO_MEM frees no BPF program ran for (see
-// package witness): what the tracer, or any BPF tool, can count.
-func (r traced) drops(t *testing.T) uint64 {
-	t.Helper()
-	return witness.Countable(t, r.res.Delta("TCPRcvQDrop")+r.res.Delta("TCPOFODrop"), r.witnessed)
-}
-
-// aborts is the kernel's ΔTCPAbortOnMemory less the memory-abort resets no
-// BPF program ran for.
-func (r traced) aborts(t *testing.T) uint64 {
-	t.Helper()
-	return witness.Countable(t, r.res.Delta("TCPAbortOnMemory"), r.resetsWitnessed)
 }
 
 // traceOptions is what a trace does besides its scenario.
@@ -138,7 +123,7 @@ func traceWith(t *testing.T, s workload.Scenario, sysctls map[string]string, o t
 	if err != nil {
 		t.Fatal(err)
 	}
-	frees, resets := witness.StartT(t, witness.ProtoMemFrees, env.NetNS), witness.StartT(t, witness.MemoryAbortResets, env.NetNS)
+	witnesses := witness.StartPair(t, env.NetNS)
 	out.lowered = time.Now()
 	for name, v := range sysctls {
 		if err := g.Set(name, v, 90*time.Second); err != nil {
@@ -146,7 +131,7 @@ func traceWith(t *testing.T, s workload.Scenario, sysctls map[string]string, o t
 		}
 	}
 	out.res, err = env.Run()
-	out.witnessed, out.resetsWitnessed = frees.Stop(), resets.Stop()
+	out.seen = witnesses.Stop()
 	out.runs = tracer.Runs(tr)
 	if rerr := g.Restore(); rerr != nil {
 		t.Fatal(rerr)
@@ -181,17 +166,17 @@ func TestOutOfMemoryAborts(t *testing.T) {
 	t.Logf("kernel: TCPAbortOnMemory %d TCPRcvQDrop %d TCPOFODrop %d TCPMemoryPressures %d (host %d)",
 		r.res.Delta("TCPAbortOnMemory"), r.res.Delta("TCPRcvQDrop"), r.res.Delta("TCPOFODrop"),
 		r.res.Delta("TCPMemoryPressures"), r.hostDelta.Get("TcpExt", "TCPMemoryPressures"))
-	t.Logf("witnessed: PROTO_MEM frees %v; memory-abort resets %v; the tracer's programs ran %v", r.witnessed, r.resetsWitnessed, r.runs)
+	t.Logf("witnessed: PROTO_MEM frees %v; memory-abort resets %v; the tracer's programs ran %v", r.seen.Frees, r.seen.Resets, r.runs)
 
 	// With 300 connections the reader's forced first-skb charges alone keep
 	// allocated above tcp_mem[2], so every writer close is an abort.
-	if want, kernel := r.aborts(t), r.res.Delta("TCPAbortOnMemory"); tot.Events[stream.MemAborts] != want || kernel < conns {
+	if want, kernel := r.seen.Aborts(t, r.res), r.res.Delta("TCPAbortOnMemory"); tot.Events[stream.MemAborts] != want || kernel < conns {
 		t.Errorf("mem_aborts = %d, want %d of the kernel's ΔTCPAbortOnMemory %d (want >= %d)", tot.Events[stream.MemAborts], want, kernel, conns)
 	}
 	if tot.Events[stream.OrphanAborts] != 0 {
 		t.Errorf("orphan_aborts = %d, want 0", tot.Events[stream.OrphanAborts])
 	}
-	if want := r.drops(t); tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != want || want == 0 {
+	if want := r.seen.Drops(t, r.res); tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != want || want == 0 {
 		t.Errorf("drops[PROTO_MEM] = %d, want %d of the kernel's Δ(TCPRcvQDrop+TCPOFODrop) (> 0)", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], want)
 		explainMismatch(t, r)
 	}
@@ -227,7 +212,7 @@ func owner(r traced, pid int) *stream.OwnerCounts {
 func onlyCause(t *testing.T, r traced, cause stream.DropCause) {
 	t.Helper()
 	tot := r.final.Totals
-	drops := r.drops(t)
+	drops := r.seen.Drops(t, r.res)
 	t.Logf("drops_by_cause %v; kernel TCPRcvQDrop %d TCPOFODrop %d RcvPruned %d OfoPruned %d",
 		tot.Causes, r.res.Delta("TCPRcvQDrop"), r.res.Delta("TCPOFODrop"), r.res.Delta("RcvPruned"), r.res.Delta("OfoPruned"))
 	if drops == 0 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops {
@@ -303,12 +288,12 @@ func explainMismatch(t *testing.T, r traced) {
 	tot := r.final.Totals
 	t.Logf("the namespace's other TcpExt changes: %v", changed(r.res))
 	t.Logf("drops %v, by place %+v, missed runs %d %v, lost %d", tot.Drops, tot.Places, tot.MissedRuns, tot.Missed, tot.LostSamples)
-	t.Logf("the witnesses counted over the run (-1: not known): PROTO_MEM frees %v; memory-abort resets %v", r.witnessed, r.resetsWitnessed)
+	t.Logf("the witnesses counted over the run (-1: not known): PROTO_MEM frees %v; memory-abort resets %v", r.seen.Frees, r.seen.Resets)
 	t.Logf("the tracer's programs ran, until the witnesses stopped: %v", r.runs)
 	for _, w := range []struct {
 		point witness.Point
 		seen  witness.Counts
-	}{{witness.ProtoMemFrees, r.witnessed}, {witness.MemoryAbortResets, r.resetsWitnessed}} {
+	}{{witness.ProtoMemFrees, r.seen.Frees}, {witness.MemoryAbortResets, r.seen.Resets}} {
 		// Only where the tracer has a program on the witness's tracepoint.
 		runs, ok := r.runs["tp_btf/"+w.point.Tracepoint()]
 		if ok && w.seen.Runs > 0 && runs < uint64(w.seen.Runs) {
@@ -384,8 +369,8 @@ func TestTooManyOrphans(t *testing.T) {
 	r := traceWith(t, workload.Scenario{Kind: workload.Orphans, Conns: conns},
 		map[string]string{"net/ipv4/tcp_max_orphans": "0"}, traceOptions{first: func() { leftover = waitNoOrphans(t, 30*time.Second) }})
 	tot := r.final.Totals
-	t.Logf("totals %+v; kernel ΔTCPAbortOnMemory %d; witnessed memory-abort resets %v", tot, r.res.Delta("TCPAbortOnMemory"), r.resetsWitnessed)
-	if want, kernel := r.aborts(t), r.res.Delta("TCPAbortOnMemory"); tot.Events[stream.OrphanAborts] != want || kernel < conns {
+	t.Logf("totals %+v; kernel ΔTCPAbortOnMemory %d; witnessed memory-abort resets %v", tot, r.res.Delta("TCPAbortOnMemory"), r.seen.Resets)
+	if want, kernel := r.seen.Aborts(t, r.res), r.res.Delta("TCPAbortOnMemory"); tot.Events[stream.OrphanAborts] != want || kernel < conns {
 		t.Errorf("orphan_aborts = %d, want %d of the kernel's ΔTCPAbortOnMemory %d (want >= %d)", tot.Events[stream.OrphanAborts], want, kernel, conns)
 		explainMismatch(t, r) // TCPAbortFailed among them: resets that could not be sent
 	}
@@ -667,11 +652,11 @@ func TestHandOver(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			r := trace(t, workload.Scenario{Kind: workload.OOM, Conns: 150, WriteFor: 3 * time.Second, PreConnect: false,
 				Handover: how}, map[string]string{"net/ipv4/tcp_mem": "1000 2000 3000"})
-			drops := r.drops(t)
+			drops := r.seen.Drops(t, r.res)
 			tot := r.final.Totals
 			h, a := owner(r, r.res.HandlerPID), owner(r, r.res.ReaderPID)
 			t.Logf("handler %d, acceptor %d; kernel drops %d, counted %d, witnessed %v", r.res.HandlerPID, r.res.ReaderPID, drops,
-				tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], r.witnessed)
+				tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], r.seen.Frees)
 			if drops == 0 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops {
 				explainMismatch(t, r)
 				t.Fatalf("drops %d, want %d of the kernel's", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops)

@@ -165,9 +165,10 @@ type e2e struct {
 	cgroup    string          // the reader's cgroup, relative to the hierarchy
 	parent    string          // its parent, when nested
 	typesSeen map[string]int
-	// frees and resets are what the witnesses counted of the PROTO_MEM
-	// frees and memory-abort resets (see drops and aborts).
-	frees, resets witness.Counts
+	// seen is what the witnesses counted of the PROTO_MEM frees and
+	// memory-abort resets: with it, what the kernel counted that the
+	// binary, or any BPF tool, can count (see package witness).
+	seen witness.Seen
 	// beforeStop runs after the traffic, while the binary still runs.
 	beforeStop func(*e2e)
 }
@@ -243,12 +244,12 @@ func runE2E(t *testing.T, s workload.Scenario, readerCgroup int, args func(*e2e)
 	if err != nil {
 		t.Fatal(err)
 	}
-	frees, resets := witness.StartT(t, witness.ProtoMemFrees, r.env.NetNS), witness.StartT(t, witness.MemoryAbortResets, r.env.NetNS)
+	witnesses := witness.StartPair(t, r.env.NetNS)
 	if err := g.Set("net/ipv4/tcp_mem", "1000 2000 3000", 90*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	r.res, err = r.env.Run()
-	r.frees, r.resets = frees.Stop(), resets.Stop()
+	r.seen = witnesses.Stop()
 	if rerr := g.Restore(); rerr != nil {
 		t.Fatal(rerr)
 	}
@@ -291,21 +292,6 @@ func runE2E(t *testing.T, s workload.Scenario, readerCgroup int, args func(*e2e)
 
 func (r *e2e) delta(name string) uint64 { return r.res.Delta(name) }
 
-// drops is the kernel's count of the run's TCP memory drops less the
-// PROTO_MEM frees no BPF program ran for (see package witness): what the
-// binary, or any BPF tool, can count.
-func (r *e2e) drops(t *testing.T) uint64 {
-	t.Helper()
-	return witness.Countable(t, r.delta("TCPRcvQDrop")+r.delta("TCPOFODrop"), r.frees)
-}
-
-// aborts is ΔTCPAbortOnMemory less the memory-abort resets no BPF program
-// ran for.
-func (r *e2e) aborts(t *testing.T) uint64 {
-	t.Helper()
-	return witness.Countable(t, r.delta("TCPAbortOnMemory"), r.resets)
-}
-
 func (r *e2e) process(pid int) *render.ProcessJSON {
 	for i := range r.summary.ByProcess {
 		if int(r.summary.ByProcess[i].PID) == pid {
@@ -325,13 +311,13 @@ func TestOutOfMemoryEndToEnd(t *testing.T) {
 		t.Errorf("start object %+v", r.start)
 	}
 	tot := r.summary.Totals
-	if want, kernel := r.aborts(t), r.delta("TCPAbortOnMemory"); tot.Events[stream.MemAborts] != want || kernel < 300 {
+	if want, kernel := r.seen.Aborts(t, r.res), r.delta("TCPAbortOnMemory"); tot.Events[stream.MemAborts] != want || kernel < 300 {
 		t.Errorf("mem_aborts = %d, want %d of ΔTCPAbortOnMemory = %d (want >= 300)", tot.Events[stream.MemAborts], want, kernel)
 	}
 	if tot.Events[stream.OrphanAborts] != 0 {
 		t.Errorf("orphan_aborts = %d, want 0", tot.Events[stream.OrphanAborts])
 	}
-	if want := r.drops(t); tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != want || want == 0 {
+	if want := r.seen.Drops(t, r.res); tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != want || want == 0 {
 		t.Errorf("drops[PROTO_MEM] = %d, want %d of Δ(TCPRcvQDrop+TCPOFODrop) (> 0)", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], want)
 	}
 	hostPress := r.hostMIB.Get("TcpExt", "TCPMemoryPressures")
@@ -365,8 +351,8 @@ func TestAttributionEndToEnd(t *testing.T) {
 	privtest.Require(t)
 	s := workload.Scenario{Kind: workload.OOM, Conns: 300, WriteFor: 4 * time.Second}
 	r := runE2E(t, s, readerInCgroup, func(r *e2e) []string { return []string{"--netns", fmt.Sprint(r.env.NetNS)} })
-	drops := r.drops(t)
-	aborts := r.aborts(t)
+	drops := r.seen.Drops(t, r.res)
+	aborts := r.seen.Aborts(t, r.res)
 	if drops == 0 || aborts == 0 {
 		t.Fatalf("the reproduction produced %d drops, %d aborts", drops, aborts)
 	}
@@ -416,7 +402,7 @@ func TestPIDFilterEndToEnd(t *testing.T) {
 		return []string{"--netns", fmt.Sprint(r.env.NetNS), "-p", fmt.Sprint(r.env.ReaderPID)}
 	})
 	tot := r.summary.Totals
-	drops := r.drops(t)
+	drops := r.seen.Drops(t, r.res)
 	if tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops || drops == 0 {
 		t.Errorf("drops[PROTO_MEM] = %d, want the reader's %d", tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops)
 		explainFiltered(t, r)
@@ -441,7 +427,7 @@ func TestPIDFilterEndToEnd(t *testing.T) {
 func onlyReader(t *testing.T, r *e2e) {
 	t.Helper()
 	tot := r.summary.Totals
-	drops := r.drops(t)
+	drops := r.seen.Drops(t, r.res)
 	if tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops || drops == 0 || tot.Events[stream.MemAborts] != 0 || r.delta("TCPAbortOnMemory") == 0 {
 		t.Errorf("drops %d (want %d of the kernel's), aborts %d (kernel %d): want only the reader's drops",
 			tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem], drops, tot.Events[stream.MemAborts], r.delta("TCPAbortOnMemory"))
@@ -495,7 +481,7 @@ func TestCommFilterEndToEnd(t *testing.T) {
 		return []string{"--netns", fmt.Sprint(r.env.NetNS), "--comm", "tmt-writer"}
 	})
 	tot := r.summary.Totals
-	if want := r.aborts(t); tot.Events[stream.MemAborts] != want || want == 0 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != 0 {
+	if want := r.seen.Aborts(t, r.res); tot.Events[stream.MemAborts] != want || want == 0 || tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != 0 {
 		t.Errorf("aborts %d (want %d of the kernel's), drops %d: want only the writer's aborts", tot.Events[stream.MemAborts], want, tot.Drops[stream.ProtoTCP][stream.ReasonProtoMem])
 	}
 	for _, e := range r.events {
@@ -547,10 +533,10 @@ func TestRecordAndReplay(t *testing.T) {
 	if !reflect.DeepEqual(replayed.ByProcess, r.summary.ByProcess) {
 		t.Errorf("replayed by_process %+v\n    live %+v", replayed.ByProcess, r.summary.ByProcess)
 	}
-	if got, want := replayed.Totals.Events[stream.MemAborts], r.aborts(t); got != want || want == 0 {
+	if got, want := replayed.Totals.Events[stream.MemAborts], r.seen.Aborts(t, r.res); got != want || want == 0 {
 		t.Errorf("replayed mem_aborts %d, want %d of the kernel's", got, want)
 	}
-	if got, want := replayed.Totals.Drops[stream.ProtoTCP][stream.ReasonProtoMem], r.drops(t); got != want || want == 0 {
+	if got, want := replayed.Totals.Drops[stream.ProtoTCP][stream.ReasonProtoMem], r.seen.Drops(t, r.res); got != want || want == 0 {
 		t.Errorf("replayed drops %d, want %d of the kernel's", got, want)
 	}
 	if events := len(lines) - 2; events != len(r.events) {
@@ -576,7 +562,7 @@ func TestPreexistingConnections(t *testing.T) {
 	privtest.Require(t)
 	s := workload.Scenario{Kind: workload.OOM, Conns: 300, WriteFor: 4 * time.Second, PreConnect: true}
 	r := runE2E(t, s, readerInRoot, func(r *e2e) []string { return []string{"--netns", fmt.Sprint(r.env.NetNS)} })
-	drops := r.drops(t)
+	drops := r.seen.Drops(t, r.res)
 	if reader := r.process(r.res.ReaderPID); reader == nil || reader.Counts.Drops[stream.ProtoTCP][stream.ReasonProtoMem] != drops || drops == 0 {
 		t.Errorf("reader entry %+v, want all %d drops", reader, drops)
 	}

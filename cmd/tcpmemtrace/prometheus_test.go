@@ -110,7 +110,7 @@ func TestPrometheusScrapesTheReproduction(t *testing.T) {
 	}
 	const aborts = `tcpmemtrace_aborts_total{cause="memory"}`
 	beforeStop = func(r *e2e) {
-		want := float64(r.aborts(t))
+		want := float64(r.seen.Aborts(t, r.res))
 		// Scraped once a second: wait until the last value is in.
 		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(250 * time.Millisecond) {
 			if v, ok := query(t, api, aborts); ok && v == want {
@@ -147,7 +147,7 @@ func TestPrometheusScrapesTheReproduction(t *testing.T) {
 	// (increase() extrapolates).
 	rng := `[10m]`
 	inc, ok1 := query(t, api, `max_over_time(`+aborts+rng+`) - min_over_time(`+aborts+rng+`)`)
-	if want := float64(r.aborts(t)); !ok1 || inc != want || want == 0 {
+	if want := float64(r.seen.Aborts(t, r.res)); !ok1 || inc != want || want == 0 {
 		t.Errorf("abort counter increase %v, want %v of ΔTCPAbortOnMemory", inc, want)
 	}
 	peak, ok2 := query(t, api, `max_over_time(tcpmemtrace_tcp_memory_allocated_bytes`+rng+`)`)

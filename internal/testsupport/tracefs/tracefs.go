@@ -7,14 +7,14 @@
 package tracefs
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
+
+	"github.com/tcpmemtrace/tcpmemtrace/internal/procfs"
 )
 
 // root is where tracefs is mounted; instances live under it.
@@ -97,7 +97,10 @@ func (c *Counter) Stop() (Hits, error) {
 	var entries int64
 	cpus, _ := filepath.Glob(filepath.Join(c.dir, "per_cpu", "cpu*", "stats"))
 	for _, f := range cpus {
-		st := stats(f)
+		st, err := procfs.Fields(f, ":")
+		if err != nil {
+			return Hits{}, fmt.Errorf("tracefs: %w", err)
+		}
 		if lost := st["overrun"] + st["commit overrun"] + st["dropped events"]; lost != 0 {
 			return Hits{}, fmt.Errorf("tracefs: %s: %d hits lost for room", c.event, lost)
 		}
@@ -136,22 +139,4 @@ func removeOrphans() {
 			os.Remove(d)
 		}
 	}
-}
-
-// stats reads a per-CPU stats file's "name: value" lines.
-func stats(path string) map[string]int64 {
-	out := map[string]int64{}
-	f, err := os.Open(path)
-	if err != nil {
-		return out
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		k, v, ok := strings.Cut(s.Text(), ":")
-		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); ok && err == nil {
-			out[k] = n
-		}
-	}
-	return out
 }

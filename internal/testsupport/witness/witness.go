@@ -21,6 +21,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/tracefs"
+	"github.com/tcpmemtrace/tcpmemtrace/internal/testsupport/workload"
 )
 
 // Witness is one event counted twice; Stop detaches it.
@@ -90,6 +91,36 @@ func Countable(t testing.TB, kernel uint64, c Counts) uint64 {
 	t.Logf("%d of the kernel's %d fired where no BPF program ran (the witness's program %d, ftrace %d, by task %v): counting %d",
 		hidden, kernel, c.All, c.Fired, c.ByTask, kernel-hidden)
 	return kernel - hidden
+}
+
+// Pair is the two witnesses a test of the tracer runs beside it, in the
+// test's namespace: PROTO_MEM frees and memory-abort resets.
+type Pair struct{ frees, resets *Witness }
+
+// StartPair starts both (see StartT).
+func StartPair(t testing.TB, netns uint32) Pair {
+	t.Helper()
+	return Pair{StartT(t, ProtoMemFrees, netns), StartT(t, MemoryAbortResets, netns)}
+}
+
+// Stop stops both and returns what they counted.
+func (p Pair) Stop() Seen { return Seen{Frees: p.frees.Stop(), Resets: p.resets.Stop()} }
+
+// Seen is what a pair counted.
+type Seen struct{ Frees, Resets Counts }
+
+// Drops is a run's TCP memory drops by the kernel (ΔTCPRcvQDrop and
+// ΔTCPOFODrop) less the PROTO_MEM frees no BPF program ran for.
+func (s Seen) Drops(t testing.TB, res workload.Result) uint64 {
+	t.Helper()
+	return Countable(t, res.Delta("TCPRcvQDrop")+res.Delta("TCPOFODrop"), s.Frees)
+}
+
+// Aborts is a run's ΔTCPAbortOnMemory less the memory-abort resets no BPF
+// program ran for.
+func (s Seen) Aborts(t testing.TB, res workload.Result) uint64 {
+	t.Helper()
+	return Countable(t, res.Delta("TCPAbortOnMemory"), s.Resets)
 }
 
 // Point is what a witness counts: the raw tracepoint's events whose
